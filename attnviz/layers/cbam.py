@@ -1,0 +1,91 @@
+"""CBAM: channel attention, then spatial attention.
+
+Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
+https://arxiv.org/abs/1807.06521
+
+Channel module: SE with two squeezes, average pool and max pool, passed through ONE
+shared two-layer MLP (C -> C/r -> C), summed, sigmoid. Spatial module: pool over
+channels (max and mean), stack the two maps, 7x7 conv to one channel, sigmoid: an
+H x W map in 0..1 that multiplies every channel. As in the authors' code
+(github.com/Jongchan/attention-module) the 7x7 conv is followed by a BatchNorm before
+the sigmoid. Each sigmoid is the submodule ``gate`` so that a forward hook on
+``cbam.channel.gate`` / ``cbam.spatial.gate`` sees exactly what multiplies the features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .se import reduced_channels
+
+
+class ChannelGate(nn.Module):
+    """``x * sigmoid(mlp(avg_hw(x)) + mlp(max_hw(x)))`` with one shared MLP."""
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        act_layer: Callable[[], nn.Module] = nn.ReLU,
+        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+    ) -> None:
+        super().__init__()
+        rd = reduced_channels(channels, reduction)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, rd, kernel_size=1),
+            act_layer(),
+            nn.Conv2d(rd, channels, kernel_size=1),
+        )
+        self.gate = gate_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = x.mean((2, 3), keepdim=True)  # B, C, 1, 1
+        mx = x.amax((2, 3), keepdim=True)  # B, C, 1, 1
+        g = self.gate(self.mlp(avg) + self.mlp(mx))  # B, C, 1, 1 in 0..1
+        return x * g
+
+
+class SpatialGate(nn.Module):
+    """``x * sigmoid(bn(conv_kxk([max_c(x), mean_c(x)])))``: one weight per position."""
+
+    def __init__(
+        self,
+        kernel_size: int = 7,
+        *,
+        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd to keep H x W, got {kernel_size}")
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+        self.gate = gate_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat((x.amax(1, keepdim=True), x.mean(1, keepdim=True)), dim=1)  # B, 2, H, W
+        g = self.gate(self.bn(self.conv(pooled)))  # B, 1, H, W in 0..1
+        return x * g
+
+
+class CBAM(nn.Module):
+    """Channel gate then spatial gate, applied in sequence as in the paper."""
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        kernel_size: int = 7,
+        act_layer: Callable[[], nn.Module] = nn.ReLU,
+        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+    ) -> None:
+        super().__init__()
+        self.channel = ChannelGate(channels, reduction, act_layer=act_layer, gate_layer=gate_layer)
+        self.spatial = SpatialGate(kernel_size, gate_layer=gate_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(self.channel(x))

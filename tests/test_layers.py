@@ -1,0 +1,90 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnviz.layers import CBAM, ChannelGate, SelfAttention2d, SpatialGate, SqueezeExcite
+
+
+def test_se_matches_the_paper_equations():
+    torch.manual_seed(0)
+    se = SqueezeExcite(64, reduction=16).eval()
+    x = torch.randn(2, 64, 5, 7)
+    z = x.mean((2, 3))  # squeeze: B, C
+    s = torch.sigmoid(F.linear(F.relu(F.linear(z, se.fc1.weight[:, :, 0, 0], se.fc1.bias)),
+                               se.fc2.weight[:, :, 0, 0], se.fc2.bias))
+    assert se.fc1.out_channels == 4  # C / r
+    torch.testing.assert_close(se(x), x * s[:, :, None, None])
+
+
+def test_se_reduction_is_configurable_and_never_zero():
+    assert SqueezeExcite(64, reduction=8).fc1.out_channels == 8
+    assert SqueezeExcite(8, reduction=16).fc1.out_channels == 1
+
+
+def test_cbam_channel_gate_uses_one_shared_mlp_for_avg_and_max():
+    torch.manual_seed(0)
+    gate = ChannelGate(32, reduction=4).eval()
+    x = torch.randn(2, 32, 6, 6)
+    mlp = gate.mlp
+    expected = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
+    torch.testing.assert_close(gate(x), x * expected)
+    convs = [m for m in gate.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2  # one MLP: two layers, shared by both squeezes
+
+
+def test_cbam_spatial_gate_pools_over_channels_and_uses_a_7x7_conv():
+    torch.manual_seed(0)
+    gate = SpatialGate().eval()
+    assert gate.conv.kernel_size == (7, 7) and gate.conv.in_channels == 2 and gate.conv.out_channels == 1
+    x = torch.randn(2, 16, 9, 11)
+    pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
+    expected = torch.sigmoid(gate.bn(F.conv2d(pooled, gate.conv.weight, padding=3)))
+    torch.testing.assert_close(gate(x), x * expected)
+
+
+def test_spatial_gate_kernel_must_be_odd():
+    with pytest.raises(ValueError, match="odd"):
+        SpatialGate(kernel_size=4)
+
+
+def test_cbam_is_channel_then_spatial():
+    torch.manual_seed(0)
+    cbam = CBAM(16, reduction=4, kernel_size=3).eval()
+    x = torch.randn(1, 16, 5, 5)
+    torch.testing.assert_close(cbam(x), cbam.spatial(cbam.channel(x)))
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (7, 5), (1, 9)])
+def test_self_attention_equals_reference_multihead_attention(hw):
+    torch.manual_seed(0)
+    sa = SelfAttention2d(16, num_heads=4).eval()
+    torch.nn.init.uniform_(sa.bn.weight, 0.5, 1.5)
+    x = torch.randn(2, 16, *hw)
+    b, c, h, w = x.shape
+
+    def heads(t):  # B, C, H, W -> B, heads, N, d
+        return t.reshape(b, 4, 4, h * w).transpose(-1, -2)
+
+    out = F.scaled_dot_product_attention(heads(sa.q(x)), heads(sa.k(x)), heads(sa.v(x)))
+    out = out.transpose(-1, -2).reshape(b, c, h, w)
+    torch.testing.assert_close(sa(x), x + sa.bn(sa.proj(out)), atol=1e-5, rtol=1e-5)
+
+
+def test_self_attention_rows_sum_to_one_and_the_matrix_is_a_submodule_output():
+    torch.manual_seed(0)
+    sa = SelfAttention2d(8, num_heads=4).eval()
+    seen = []
+    handle = sa.softmax.register_forward_hook(lambda m, i, o: seen.append(o))
+    sa(torch.randn(3, 8, 6, 5))
+    handle.remove()
+    (attn,) = seen
+    assert attn.shape == (3, 4, 30, 30)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(3, 4, 30))
+
+
+def test_self_attention_starts_as_identity_and_checks_heads():
+    sa = SelfAttention2d(8).eval()
+    x = torch.randn(1, 8, 3, 3)
+    torch.testing.assert_close(sa(x), x)
+    with pytest.raises(ValueError, match="divisible"):
+        SelfAttention2d(10, num_heads=4)
