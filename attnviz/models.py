@@ -1,0 +1,148 @@
+"""The four ResNet-18s attnviz ships: same backbone, differing only in attention.
+
+Built on torchvision's ``ResNet`` and ``BasicBlock``. torchvision's ``ResNet.__init__``
+fixes the stem at 64 channels, so ``AttnResNet`` sets up the same layers with a
+``width`` argument (32 is the shipped size: channels 32, 64, 128, 256) and reuses
+torchvision's forward. Attention is placed as in the papers:
+
+- ``se_resnet18``: an SE block on the residual branch of every block, before the
+  addition (Hu et al., Fig. 3) at ``layerS.B.se``;
+- ``cbam_resnet18``: CBAM at the same place (Woo et al., Fig. 3) at ``layerS.B.cbam``;
+- ``sa_resnet18``: multi-head self-attention on the residual branch of the last block
+  of stage 2 and stage 3 (``layer2.1.attn``, ``layer3.1.attn``), so that query maps
+  exist at stride 8 and 16: 28x28 and 14x14 at a 224 px input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet, conv1x1
+
+from .layers import CBAM, SelfAttention2d, SqueezeExcite
+
+ARCHITECTURES = ("resnet18", "se_resnet18", "cbam_resnet18", "sa_resnet18")
+STAGE_DEPTHS = (2, 2, 2, 2)
+
+
+class _BranchAttentionBlock(BasicBlock):
+    """A BasicBlock whose residual branch passes through an attention module before
+    the addition. Subclasses name that module; the positional arguments are
+    torchvision's so that the block is built like any BasicBlock."""
+
+    attn_name: str = ""
+
+    def _attend(self, out: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.attn_name)(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self._attend(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class SEBasicBlock(_BranchAttentionBlock):
+    attn_name = "se"
+
+    def __init__(self, inplanes: int, planes: int, *args, reduction: int = 16, **kwargs) -> None:
+        super().__init__(inplanes, planes, *args, **kwargs)
+        self.se = SqueezeExcite(planes, reduction)
+
+
+class CBAMBasicBlock(_BranchAttentionBlock):
+    attn_name = "cbam"
+
+    def __init__(
+        self, inplanes: int, planes: int, *args, reduction: int = 16, kernel_size: int = 7, **kwargs
+    ) -> None:
+        super().__init__(inplanes, planes, *args, **kwargs)
+        self.cbam = CBAM(planes, reduction, kernel_size=kernel_size)
+
+
+class SABasicBlock(_BranchAttentionBlock):
+    attn_name = "attn"
+
+    def __init__(self, inplanes: int, planes: int, *args, num_heads: int = 4, **kwargs) -> None:
+        super().__init__(inplanes, planes, *args, **kwargs)
+        self.attn = SelfAttention2d(planes, num_heads)
+
+
+BlockChooser = Callable[[int, int], type[BasicBlock]]
+"""(stage 1..4, block index) -> block class."""
+
+
+class AttnResNet(ResNet):
+    """torchvision's ResNet with a configurable width and a block class per position."""
+
+    def __init__(
+        self,
+        choose_block: BlockChooser,
+        layers: Sequence[int] = STAGE_DEPTHS,
+        *,
+        width: int = 64,
+        num_classes: int = 1000,
+    ) -> None:
+        nn.Module.__init__(self)
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes = width
+        self.dilation = 1
+        self.groups = 1
+        self.base_width = 64
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._stage(choose_block, 1, width, layers[0], stride=1)
+        self.layer2 = self._stage(choose_block, 2, width * 2, layers[1], stride=2)
+        self.layer3 = self._stage(choose_block, 3, width * 4, layers[2], stride=2)
+        self.layer4 = self._stage(choose_block, 4, width * 8, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(width * 8 * BasicBlock.expansion, num_classes)
+        self._init_weights()
+
+    def _stage(self, choose_block: BlockChooser, stage: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        # As torchvision's ResNet._make_layer, with the block class chosen per block.
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
+        layers = []
+        for i in range(blocks):
+            block = choose_block(stage, i)
+            layers.append(block(self.inplanes, planes, stride if i == 0 else 1, downsample if i == 0 else None))
+            self.inplanes = planes
+        return nn.Sequential(*layers)
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # Zero-init the last BN of every residual branch (and of self-attention's
+        # output): each block starts as the identity, which trains better.
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+            elif isinstance(m, SelfAttention2d):
+                nn.init.zeros_(m.bn.weight)
+
+
+def _choose(arch: str) -> BlockChooser:
+    if arch == "resnet18":
+        return lambda stage, i: BasicBlock
+    if arch == "se_resnet18":
+        return lambda stage, i: SEBasicBlock
+    if arch == "cbam_resnet18":
+        return lambda stage, i: CBAMBasicBlock
+    if arch == "sa_resnet18":
+        return lambda stage, i: SABasicBlock if stage in (2, 3) and i == STAGE_DEPTHS[stage - 1] - 1 else BasicBlock
+    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+
+
+def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnResNet:
+    """A randomly initialised model of one of ``ARCHITECTURES``, in training mode."""
+    return AttnResNet(_choose(arch), width=width, num_classes=num_classes)
