@@ -1,0 +1,165 @@
+"""Image loading, preparation for a model, and mapping between image and feature grid.
+
+A model sees the whole image squashed to a ``size`` x ``size`` square (aspect ratio not
+kept), because that is how the training images were prepared (Imagenette-224 squashes
+every photo to 224 x 224). Cropping would hide part of what the user uploaded, and
+letterboxing would show the model grey bars it never saw in training.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import limits
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+ACCEPTED = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message is one line for the user."""
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, bytes):
+        if len(source) == 0:
+            raise ImageError(f"the file is empty; expected a {ACCEPTED} image")
+        if len(source) > limits.MAX_FILE_BYTES:
+            raise ImageError(f"the file is larger than {limits.MAX_UPLOAD_MB} MB")
+        fp: io.IOBase | str | os.PathLike = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("no such file")
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageError(f"the file is empty; expected a {ACCEPTED} image")
+        if size > limits.MAX_FILE_BYTES:
+            raise ImageError(f"the file is larger than {limits.MAX_UPLOAD_MB} MB")
+        fp = path
+    try:
+        # Image.open reads the header only: no pixel is decoded here.
+        return Image.open(fp, formats=("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"))
+    except Image.DecompressionBombError as exc:
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        what = f"{int(claimed.group(1)):,} pixels" if claimed else "too many pixels"
+        raise ImageError(
+            f"the image claims {what}, more than the {limits.MAX_DECODE_PIXELS // 1_000_000} MP accepted"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageError(f"not a readable image; expected a {ACCEPTED} image") from None
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. Transparency is composited on white, 16-bit and float
+    greyscale are scaled to 8 bits by their range rather than clipped."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16"):
+            a = a / 257.0
+        elif a.size and (a.max() > 255 or a.min() < 0):
+            lo, hi = float(a.min()), float(a.max())
+            a = (a - lo) * (255.0 / (hi - lo if hi > lo else 1.0))
+        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info or im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Open any image PIL reads (every mode; animated images give their first frame),
+    apply its EXIF orientation, and return it as RGB with at most
+    ``limits.PIXEL_BUDGET`` pixels (larger images are downscaled, keeping the aspect
+    ratio). Raises ``ImageError`` with a one-line message for anything else."""
+    im = _open(source)
+    w, h = im.size
+    if w < limits.MIN_SIDE or h < limits.MIN_SIDE:
+        raise ImageError(f"the image has no pixels ({w}x{h})")
+    if w * h > limits.MAX_DECODE_PIXELS:
+        raise ImageError(
+            f"the image claims {w}x{h} pixels, more than the {limits.MAX_DECODE_PIXELS // 1_000_000} MP accepted"
+        )
+    if im.format == "JPEG" and w * h > limits.PIXEL_BUDGET:
+        # Decode at 1/2, 1/4 or 1/8 scale: the full-size pixels never exist in memory.
+        scale = (w * h / limits.PIXEL_BUDGET) ** 0.5
+        im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+    try:
+        im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        im = _flatten(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"the image is damaged or truncated ({reason})") from None
+    if im.width * im.height > limits.PIXEL_BUDGET:
+        scale = (im.width * im.height / limits.PIXEL_BUDGET) ** 0.5
+        im = im.resize((max(1, int(im.width / scale)), max(1, int(im.height / scale))), Image.BILINEAR)
+    return im
+
+
+def squash(im: Image.Image, size: int) -> Image.Image:
+    """The whole image resized to ``size`` x ``size`` (bilinear, antialiased)."""
+    if im.size == (size, size):
+        return im
+    return im.resize((size, size), Image.BILINEAR)
+
+
+def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, H, W) uint8 in 0..255 -> float32 normalised per channel."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    return (batch_uint8.float() - m) / s
+
+
+def to_uint8_tensor(im: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def prepare(im: Image.Image, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """What a model sees: RGB image -> squashed -> (1, 3, size, size) normalised float."""
+    return normalize(to_uint8_tensor(squash(im, size)).unsqueeze(0), mean, std)
+
+
+def feature_cell(x: float, y: float, image_size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
+    """The (row, col) of the ``grid`` = (h, w) feature cell that contains pixel (x, y)
+    of an image of ``image_size`` = (width, height).
+
+    The image is squashed onto the model's square input and the feature grid tiles
+    that input uniformly, so column ``j`` covers image x in [j W / w, (j+1) W / w).
+    Pixel x covers [x, x+1); its centre decides. Out-of-range pixels are refused.
+    """
+    width, height = image_size
+    h, w = grid
+    if not (0 <= x < width and 0 <= y < height):
+        raise ValueError(f"pixel ({x}, {y}) is outside the {width}x{height} image")
+    col = min(w - 1, int((int(x) + 0.5) * w / width))
+    row = min(h - 1, int((int(y) + 0.5) * h / height))
+    return row, col
+
+
+def grid_to_image(values: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map on the feature grid -> (height, width) on the original image, each
+    pixel taking the value of the cell that contains it (the inverse of
+    ``feature_cell``: nearest, so no value is invented or smoothed)."""
+    width, height = image_size
+    h, w = values.shape
+    rows = np.minimum(h - 1, ((np.arange(height) + 0.5) * h / height).astype(np.int64))
+    cols = np.minimum(w - 1, ((np.arange(width) + 0.5) * w / width).astype(np.int64))
+    return values[rows[:, None], cols[None, :]]

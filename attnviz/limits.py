@@ -1,0 +1,24 @@
+"""Every limit attnviz applies, in one place: the app, the CLI and the Docker config
+read them from here (the Docker config repeats MAX_UPLOAD_MB; a test checks it)."""
+
+MAX_UPLOAD_MB = 25
+"""Largest file accepted from an upload or from the CLI, in megabytes."""
+
+MAX_FILE_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+
+MAX_DECODE_PIXELS = 100_000_000
+"""An image that claims more pixels than this is refused before decoding (a
+decompression bomb, or too large to be honest)."""
+
+PIXEL_BUDGET = 16_000_000
+"""An accepted image larger than this is downscaled on load (JPEGs while decoding), so
+no decoded image holds more than this many pixels."""
+
+MIN_SIDE = 1
+"""Smallest accepted side, in pixels (a 1x1 image is a valid image)."""
+
+RESULT_CACHE_ENTRIES = 16
+"""Per-image analyses kept in memory by the app (shared by all sessions)."""
+
+RESULT_CACHE_MB = 400
+"""Upper bound on the memory held by the app's per-image cache, in megabytes."""

@@ -1,0 +1,184 @@
+"""Weights and their metadata: ``<name>.safetensors`` next to ``<name>.json``.
+
+The JSON says how the model is built (architecture, width, classes), how its input
+must be prepared (size, normalisation, squash), what it was trained on, how accurate
+it measured, and the sha256 of the weights file. Loading checks the hash, the
+architecture, and every tensor name and shape against the metadata before anything is
+loaded; safetensors holds only tensors, so nothing is ever unpickled.
+
+Where weights are looked for: the ``weights/`` folder shipped with attnviz, then every
+folder in ``ATTNVIZ_WEIGHTS_DIR`` (``os.pathsep``-separated). A name found in a user's
+folder shadows a shipped model of the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .models import ARCHITECTURES, build_model
+
+ENV_VAR = "ATTNVIZ_WEIGHTS_DIR"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsError(ValueError):
+    """A weights pair that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class WeightsMeta:
+    """Everything needed to rebuild a model and feed it correctly."""
+
+    name: str
+    arch: str
+    width: int
+    classes: list[str]
+    class_ids: list[str] = field(default_factory=list)
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "squash"
+    dataset: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @classmethod
+    def from_json(cls, path: Path) -> "WeightsMeta":
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WeightsError(f"{path.name}: not readable JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise WeightsError(f"{path.name}: expected a JSON object")
+        known = set(cls.__dataclass_fields__)
+        missing = [k for k in ("name", "arch", "width", "classes") if k not in raw]
+        if missing:
+            raise WeightsError(f"{path.name}: missing {', '.join(missing)}")
+        try:
+            meta = cls(**{k: v for k, v in raw.items() if k in known})
+            meta.mean, meta.std = tuple(map(float, meta.mean)), tuple(map(float, meta.std))
+            meta.width, meta.input_size = int(meta.width), int(meta.input_size)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"{path.name}: malformed metadata ({exc})") from None
+        if meta.arch not in ARCHITECTURES:
+            raise WeightsError(f"{path.name}: unknown architecture {meta.arch!r}; known: {', '.join(ARCHITECTURES)}")
+        if len(meta.mean) != 3 or len(meta.std) != 3 or not meta.classes:
+            raise WeightsError(f"{path.name}: mean and std need 3 values and classes at least one")
+        return meta
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched for weights, lowest priority first."""
+    dirs = [SHIPPED_DIR]
+    dirs += [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    return dirs
+
+
+def find_weights() -> dict[str, Path]:
+    """Model name -> path of its ``.safetensors``, for every complete pair found."""
+    found: dict[str, Path] = {}
+    for d in weights_dirs():
+        if d.is_dir():
+            for st in sorted(d.glob("*.safetensors")):
+                if st.with_suffix(".json").is_file():
+                    found[st.stem] = st
+    return found
+
+
+def available_models() -> list[str]:
+    """Names of the models that ``load_model`` can load, sorted."""
+    return sorted(find_weights())
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a state dict whose tensor names or shapes differ from ``model``'s."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} shapes differ (e.g. {k}: {tuple(state[k].shape)} vs {expected[k]})")
+    if problems:
+        raise WeightsError(f"{source} does not match its metadata: " + "; ".join(problems))
+
+
+def load_pair(st_path: Path) -> tuple[nn.Module, WeightsMeta]:
+    """Build, verify and load the model of one ``.safetensors`` + ``.json`` pair.
+    Returns the model in eval mode with its metadata as ``model.attnviz_meta``."""
+    st_path = Path(st_path)
+    meta = WeightsMeta.from_json(st_path.with_suffix(".json"))
+    digest = sha256_of(st_path)
+    if meta.sha256 and digest != meta.sha256:
+        raise WeightsError(f"{st_path.name}: sha256 {digest[:12]}... does not match the metadata's {meta.sha256[:12]}...")
+    if not meta.sha256:
+        raise WeightsError(f"{st_path.with_suffix('.json').name}: no sha256 of the weights file")
+    try:
+        state = load_file(str(st_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{st_path.name}: not a readable safetensors file ({exc})") from None
+    model = build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
+    check_state_dict(model, state, st_path.name)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    model.attnviz_meta = meta
+    return model, meta
+
+
+def load_model(name: str) -> nn.Module:
+    """The named model, in eval mode, weights verified, metadata at ``.attnviz_meta``."""
+    found = find_weights()
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise WeightsError(f"unknown model {name!r}; available: {known}")
+    return load_pair(found[name])[0]
+
+
+def save_pair(model: nn.Module, meta: WeightsMeta, directory: Path) -> Path:
+    """Write ``<meta.name>.safetensors`` and its ``.json`` (sha256 filled in) into
+    ``directory``; returns the weights path. Both files are written atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    st_path = directory / f"{meta.name}.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = st_path.with_suffix(".safetensors.tmp")
+    save_file(state, str(tmp), metadata={"arch": meta.arch, "name": meta.name})
+    meta.sha256 = sha256_of(tmp)
+    os.replace(tmp, st_path)
+    json_tmp = st_path.with_suffix(".json.tmp")
+    json_tmp.write_text(meta.to_json())
+    os.replace(json_tmp, st_path.with_suffix(".json"))
+    return st_path

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny random-weight models saved as real weights pairs, and images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attnviz.models import ARCHITECTURES, build_model
+from attnviz.weights import ENV_VAR, WeightsMeta, save_pair
+
+TINY_WIDTH = 8
+TINY_SIZE = 64
+CLASSES = ["alpha", "beta", "gamma"]
+
+
+def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(arch, width=TINY_WIDTH, num_classes=len(CLASSES))
+    # Random BN scales instead of the zero-init, so every branch and gate matters.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def tiny_meta(arch: str, name: str | None = None) -> WeightsMeta:
+    return WeightsMeta(name=name or f"tiny_{arch}", arch=arch, width=TINY_WIDTH, classes=list(CLASSES),
+                       class_ids=[f"c{i}" for i in range(len(CLASSES))], input_size=TINY_SIZE)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tmp_path_factory) -> "Path":  # noqa: F821
+    d = tmp_path_factory.mktemp("weights")
+    for arch in ARCHITECTURES:
+        save_pair(tiny_model(arch), tiny_meta(arch), d)
+    return d
+
+
+@pytest.fixture
+def tiny_env(tiny_weights_dir, monkeypatch):
+    """``ATTNVIZ_WEIGHTS_DIR`` pointing at the tiny models."""
+    monkeypatch.setenv(ENV_VAR, str(tiny_weights_dir))
+    return tiny_weights_dir
+
+
+def noise_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB").convert(mode)
+
+
+@pytest.fixture
+def jpeg_file(tmp_path):
+    p = tmp_path / "photo.jpg"
+    noise_image(120, 80).save(p, "JPEG")
+    return p
