@@ -1,0 +1,127 @@
+"""One image through one model: predictions and every attention tensor, kept so that
+any later question (a clicked pixel, an overlay) is an index, not a forward pass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .capture import capture
+from .image import ImageSource, feature_cell, grid_to_image, load_image, prepare
+from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_model
+
+
+@dataclass
+class Analysis:
+    """The result of ``analyze``. Tensors are float32 on the CPU, batch dimension removed.
+
+    - ``probs``: (num_classes,) softmax probabilities;
+    - ``se``: SE block path -> (C,) gates in 0..1;
+    - ``cbam_channel``: CBAM block path -> (C,) channel gates in 0..1;
+    - ``cbam_spatial``: CBAM block path -> (H, W) spatial gate in 0..1;
+    - ``self_attn``: attention layer path -> (heads, N, N), N = H*W, rows sum to 1;
+      ``self_attn_grid`` gives each layer's (H, W).
+    Keys are the paths of the hooked modules (``layer1.0.se.gate``, ...).
+    """
+
+    image: Image.Image
+    model_name: str
+    classes: list[str]
+    size: int
+    probs: torch.Tensor
+    se: dict[str, torch.Tensor] = field(default_factory=dict)
+    cbam_channel: dict[str, torch.Tensor] = field(default_factory=dict)
+    cbam_spatial: dict[str, torch.Tensor] = field(default_factory=dict)
+    self_attn: dict[str, torch.Tensor] = field(default_factory=dict)
+    self_attn_grid: dict[str, tuple[int, int]] = field(default_factory=dict)
+    meta: WeightsMeta | None = None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the image the maps refer to."""
+        return self.image.size
+
+    def top_k(self, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes as (name, probability), best first."""
+        p, i = self.probs.topk(min(k, len(self.probs)))
+        return [(self.classes[j], float(q)) for q, j in zip(p.tolist(), i.tolist())]
+
+    def cell(self, layer: str, x: float, y: float) -> tuple[int, int]:
+        """(row, col) of ``layer``'s feature cell under pixel (x, y) of the image."""
+        return feature_cell(x, y, self.image_size, self._grid(layer))
+
+    def query(self, layer: str, x: float, y: float) -> torch.Tensor:
+        """(heads, H, W): where the feature cell under pixel (x, y) of the original
+        image attends in self-attention ``layer``; each head's map sums to 1."""
+        h, w = self._grid(layer)
+        row, col = self.cell(layer, x, y)
+        return self.self_attn[layer][:, row * w + col, :].reshape(-1, h, w)
+
+    def to_image(self, grid_map: torch.Tensor | np.ndarray) -> np.ndarray:
+        """An (H, W) map on a feature grid -> (height, width) over the original image."""
+        values = grid_map.numpy() if isinstance(grid_map, torch.Tensor) else np.asarray(grid_map)
+        return grid_to_image(values, self.image_size)
+
+    def _grid(self, layer: str) -> tuple[int, int]:
+        if layer in self.self_attn_grid:
+            return self.self_attn_grid[layer]
+        if layer in self.cbam_spatial:
+            return tuple(self.cbam_spatial[layer].shape)
+        known = ", ".join([*self.self_attn_grid, *self.cbam_spatial]) or "none"
+        raise KeyError(f"no spatial attention layer {layer!r}; this model has: {known}")
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the tensors and the image (for bounded caches)."""
+        tensors = [self.probs, *self.se.values(), *self.cbam_channel.values(),
+                   *self.cbam_spatial.values(), *self.self_attn.values()]
+        return sum(t.numel() * t.element_size() for t in tensors) + self.image.width * self.image.height * 3
+
+
+def _grid_of(n: int, size: int) -> tuple[int, int]:
+    """The (H, W) of a square input's feature map with N = H*W positions."""
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"{n} positions do not form a square grid for a {size}px input")
+    return side, side
+
+
+def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None) -> Analysis:
+    """Run one image through ``model`` (a module or the name of a shipped/user model)
+    and capture every attention tensor.
+
+    ``image``: a path, bytes or PIL image of any mode; EXIF orientation is applied and
+    the whole image is squashed onto the model's ``size`` x ``size`` input (default:
+    the size in the model's metadata, else 224). Raises ``ImageError`` for bad input.
+    """
+    if isinstance(model, str):
+        model = load_model(model)
+    if model.training:
+        raise ValueError("the model is in training mode; call model.eval() first (BatchNorm would use batch statistics)")
+    meta: WeightsMeta | None = getattr(model, "attnviz_meta", None)
+    size = int(size or (meta.input_size if meta else 224))
+    if not 32 <= size <= 1024:
+        raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
+    im = load_image(image)
+    x = prepare(im, size, meta.mean if meta else IMAGENET_MEAN, meta.std if meta else IMAGENET_STD)
+    with torch.inference_mode(), capture(model) as maps:
+        logits = model(x)
+    probs = logits.float().softmax(-1)[0]
+    classes = list(meta.classes) if meta else [f"class {i}" for i in range(len(probs))]
+    result = Analysis(image=im, model_name=meta.name if meta else type(model).__name__,
+                      classes=classes, size=size, probs=probs, meta=meta)
+    for path, t in maps.of_kind("se").items():
+        result.se[path] = t[0, :, 0, 0]
+    for path, t in maps.of_kind("cbam_channel").items():
+        result.cbam_channel[path] = t[0, :, 0, 0]
+    for path, t in maps.of_kind("cbam_spatial").items():
+        result.cbam_spatial[path] = t[0, 0]
+    for path, t in maps.of_kind("self_attn").items():
+        result.self_attn[path] = t[0]
+        result.self_attn_grid[path] = _grid_of(t.shape[-1], size)
+    return result

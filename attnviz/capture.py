@@ -1,0 +1,129 @@
+"""Capture the attention tensors a forward pass computes, through forward hooks.
+
+    with attnviz.capture(model) as maps:
+        model(x)
+    maps["layer1.0.se.gate"]  # (B, C, 1, 1), exactly what multiplied the features
+
+Hooks are registered on entry and always removed on exit, also when the body raises.
+The model is not changed (no ``eval()``, no new attributes). Captured tensors are
+``detach().float().cpu().clone()`` so that a later in-place op cannot alter them.
+Hooks only record forward passes run by the thread that opened the ``capture``, so
+several threads may capture on one shared model at once, each seeing its own tensors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .layers import ChannelGate, SelfAttention2d, SpatialGate, SqueezeExcite
+
+KINDS = ("se", "cbam_channel", "cbam_spatial", "self_attn")
+
+
+def attention_modules(model: nn.Module) -> dict[str, str]:
+    """Path of every hookable attention output in ``model`` -> its kind:
+
+    - ``se``: ``….se.gate``, SE gates (B, C, 1, 1) in 0..1;
+    - ``cbam_channel``: ``….cbam.channel.gate``, (B, C, 1, 1) in 0..1;
+    - ``cbam_spatial``: ``….cbam.spatial.gate``, (B, 1, H, W) in 0..1;
+    - ``self_attn``: ``….attn.softmax``, (B, heads, N, N), rows sum to 1.
+    """
+    found = {}
+    for path, m in model.named_modules():
+        if isinstance(m, SqueezeExcite):
+            found[f"{path}.gate"] = "se"
+        elif isinstance(m, ChannelGate):
+            found[f"{path}.gate"] = "cbam_channel"
+        elif isinstance(m, SpatialGate):
+            found[f"{path}.gate"] = "cbam_spatial"
+        elif isinstance(m, SelfAttention2d):
+            found[f"{path}.softmax"] = "self_attn"
+    return found
+
+
+def resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    """Modules of ``model`` by path; a wrong name fails with the list of what exists."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name in names:
+        if name not in modules:
+            hookable = ", ".join(attention_modules(model)) or "none"
+            raise KeyError(f"no module {name!r} in the model; attention outputs are: {hookable}")
+        out[name] = modules[name]
+    return out
+
+
+class Captured(Mapping[str, torch.Tensor]):
+    """Module path -> captured output. Several forward passes in one ``capture``
+    are concatenated along the batch dimension."""
+
+    def __init__(self, kinds: dict[str, str]) -> None:
+        self.kinds = kinds
+        self._parts: dict[str, list[torch.Tensor]] = {}
+
+    def _add(self, name: str, t: torch.Tensor) -> None:
+        self._parts.setdefault(name, []).append(t)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        parts = self._parts[name]
+        if len(parts) > 1:
+            self._parts[name] = parts = [torch.cat(parts)]
+        return parts[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def of_kind(self, kind: str) -> dict[str, torch.Tensor]:
+        return {k: self[k] for k in self if self.kinds.get(k) == kind}
+
+
+class capture:  # noqa: N801 - used like a function: ``with capture(model) as maps``
+    """Context manager recording the outputs of ``model``'s attention modules (all
+    of them, or the module paths in ``names``) during the forward passes run inside it."""
+
+    def __init__(self, model: nn.Module, names: Iterable[str] | None = None) -> None:
+        self.model = model
+        found = attention_modules(model)
+        names = list(found) if names is None else list(names)
+        self._modules = resolve(model, names)
+        self.maps = Captured({n: found.get(n, "other") for n in names})
+        self._handles: list[RemovableHandle] = []
+        self._thread: int | None = None
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if threading.get_ident() == self._thread:
+                self.maps._add(name, output.detach().float().cpu().clone())
+
+        return hook
+
+    def __enter__(self) -> Captured:
+        if self._handles:
+            raise RuntimeError("this capture is already active")
+        self._thread = threading.get_ident()
+        try:
+            for name, module in self._modules.items():
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.remove_hooks()
+            raise
+        return self.maps
+
+    def remove_hooks(self) -> None:
+        """Remove every hook this capture registered; safe to call twice."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.remove_hooks()
