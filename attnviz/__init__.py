@@ -1,0 +1,32 @@
+"""attnviz: see what SE, CBAM and self-attention do inside image classifiers.
+
+    import attnviz
+    model = attnviz.load_model("cbam_resnet18")
+    a = attnviz.analyze("photo.jpg", model)
+    a.top_k(5); a.cbam_spatial; a.query("layer2.1.attn.softmax", x=120, y=80)
+"""
+
+from .analysis import Analysis, analyze
+from .capture import attention_modules, capture
+from .image import ImageError, load_image
+from .models import ARCHITECTURES, build_model
+from .weights import WeightsError, WeightsMeta, available_models, load_model, load_pair, save_pair
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCHITECTURES",
+    "Analysis",
+    "ImageError",
+    "WeightsError",
+    "WeightsMeta",
+    "analyze",
+    "attention_modules",
+    "available_models",
+    "build_model",
+    "capture",
+    "load_image",
+    "load_model",
+    "load_pair",
+    "save_pair",
+]

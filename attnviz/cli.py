@@ -1,0 +1,179 @@
+"""The ``attnviz`` command line: ``models``, ``explain``, ``evaluate``, ``train``.
+
+Every expected failure (a bad image, an unknown model, a broken weights file) ends as
+one ``attnviz: error: ...`` line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .image import ImageError
+from .weights import WeightsError
+
+
+class UsageError(ValueError):
+    """A command-line mistake; the message is one line for the user."""
+
+
+def _fail(msg: str) -> None:
+    print(f"attnviz: error: {msg}", file=sys.stderr)
+
+
+def _parse_xy(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--query expects X,Y in pixels of the original image, got {text!r}") from None
+    return x, y
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .weights import find_weights, load_pair
+
+    found = find_weights()
+    if not found:
+        print("no models found (looked in the shipped weights/ and $ATTNVIZ_WEIGHTS_DIR)")
+        return 1
+    status = 0
+    for name, path in sorted(found.items()):
+        try:
+            _, meta = load_pair(path)
+        except WeightsError as exc:
+            print(f"{name:16s} BROKEN: {exc}")
+            status = 1
+            continue
+        acc = meta.metrics.get("val_top1")
+        acc_s = f"val top-1 {acc:.1%}" if isinstance(acc, float) else "accuracy not measured"
+        print(f"{name:16s} {meta.arch:14s} width {meta.width:<3d} {meta.num_classes} classes  "
+              f"{meta.input_size}px  {acc_s}  {path}")
+    return status
+
+
+def _unique_stem(path: Path, seen: set[str]) -> str:
+    stem, i = path.stem, 1
+    while stem in seen:
+        i += 1
+        stem = f"{path.stem}_{i}"
+    seen.add(stem)
+    return stem
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .explain import explain_one
+    from .weights import load_model
+
+    query = _parse_xy(args.query)
+    model = load_model(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    failed = 0
+    for src in tqdm([Path(p) for p in args.images], desc="explain", unit="img", disable=args.quiet or None):
+        try:
+            explain_one(src, model, out, _unique_stem(src, seen), query=query, size=args.size, png=not args.no_png)
+        except (ImageError, ValueError) as exc:
+            failed += 1
+            tqdm.write(f"attnviz: error: {src}: {exc}", file=sys.stderr)
+    if failed:
+        _fail(f"{failed} of {len(args.images)} images failed; the others were written to {out}")
+        return 1
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    acc, n, size = evaluate(args.model, Path(args.directory), size=args.size)
+    print(f"{args.model}: top-1 {acc:.4f} ({acc:.2%}) on {n} images at {size}px")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import Recipe, train
+
+    recipe = Recipe(seed=args.seed)
+    if args.epochs_scale != 1.0:
+        recipe.phases = [(max(1, round(n * args.epochs_scale)), s) for n, s in recipe.phases]
+    if args.batch_size:
+        recipe.batch_size = args.batch_size
+    if args.width:
+        recipe.width = args.width
+    path = train(
+        args.arch,
+        Path(args.train_dir),
+        Path(args.val_dir) if args.val_dir else None,
+        Path(args.out),
+        name=args.name,
+        recipe=recipe,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+        resume=args.resume,
+        threads=args.threads,
+    )
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attnviz", description="See attention inside image classifiers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list the models that can be loaded")
+    m.set_defaults(func=_cmd_models)
+
+    e = sub.add_parser("explain", help="write attention figures and tensors for images")
+    e.add_argument("images", nargs="+", help="image files")
+    e.add_argument("--model", required=True, help="model name (see `attnviz models`)")
+    e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--query", help="X,Y pixel of the original image for self-attention (default: centre)")
+    e.add_argument("--size", type=int, help="model input size (default: the model's)")
+    e.add_argument("--no-png", action="store_true", help="write only the .npz and .json")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_explain)
+
+    v = sub.add_parser("evaluate", help="top-1 accuracy of a model on an ImageFolder directory")
+    v.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
+    v.add_argument("--model", required=True)
+    v.add_argument("--size", type=int, help="input size (default: the model's)")
+    v.set_defaults(func=_cmd_evaluate)
+
+    t = sub.add_parser("train", help="train a model on an ImageFolder directory")
+    t.add_argument("train_dir", help="ImageFolder directory: train_dir/<class>/<image>")
+    t.add_argument("--arch", required=True, choices=("resnet18", "se_resnet18", "cbam_resnet18", "sa_resnet18"))
+    t.add_argument("--val-dir", help="ImageFolder directory to measure top-1 on")
+    t.add_argument("--out", required=True, help="directory for <name>.safetensors + <name>.json")
+    t.add_argument("--name", help="model name (default: the architecture)")
+    t.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "attnviz"), help="decoded-image cache")
+    t.add_argument("--checkpoint-dir", help="where the per-epoch checkpoint goes (default: --out)")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every phase's epochs (quick runs)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--width", type=int)
+    t.add_argument("--threads", type=int)
+    t.set_defaults(func=_cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ImageError, WeightsError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        _fail(str(msg))
+        return 2
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""``attnviz explain`` for one image: the NPZ, the JSON and the PNG figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+from torch import nn
+
+from . import figures
+from .analysis import Analysis, analyze
+from .export import json_bytes, npz_bytes, write_atomic
+
+
+def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[str, go.Figure]:
+    """Every figure of one analysis, by a file-name-safe label."""
+    figs = {"top5": figures.top_k_bars(a.top_k(5), f"{a.model_name}: top-5")}
+    if a.se:
+        figs["se_overview"] = figures.gates_heatmap(a.se, "SE gates, all blocks")
+        for path, g in a.se.items():
+            figs[f"se_{figures.short_name(path)}"] = figures.gate_bars(g, f"SE gates {figures.short_name(path)}")
+    if a.cbam_channel:
+        figs["cbam_channel_overview"] = figures.gates_heatmap(a.cbam_channel, "CBAM channel gates, all blocks")
+    for path, m in a.cbam_spatial.items():
+        figs[f"cbam_spatial_{figures.short_name(path)}"] = figures.overlay(
+            a.image, m, f"CBAM spatial gate {figures.short_name(path)}")
+    if a.self_attn:
+        width, height = a.image_size
+        q = query if query is not None else ((width - 1) / 2, (height - 1) / 2)
+        for layer in a.self_attn:
+            maps = figures.query_maps(a.image, a.query(layer, *q), q, layer)
+            figs[f"self_attn_{figures.short_name(layer)}"] = maps[0]
+    return figs
+
+
+def write_pngs(figs: dict[str, go.Figure], out: Path, stem: str) -> list[Path]:
+    """Render figures to ``<stem>_<label>.png`` (plotly + kaleido, which drives a
+    local Chromium). Written atomically, one browser for the whole batch."""
+    import plotly.io as pio
+
+    paths = [out / f"{stem}_{label}.png" for label in figs]
+    tmps = [p.with_name(f".{p.stem}.tmp.png") for p in paths]
+    try:
+        pio.write_images(list(figs.values()), tmps, width=720, scale=1)
+    except Exception as exc:  # kaleido's errors (no browser, browser crashed) have no common base
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"PNG export failed ({type(exc).__name__}: {first}); it needs Chrome or Chromium: "
+                         "install one, or pass --no-png") from None
+    for tmp, p in zip(tmps, paths):
+        tmp.replace(p)
+    return paths
+
+
+def explain_one(src: Path, model: nn.Module, out: Path, stem: str, *,
+                query: tuple[float, float] | None = None, size: int | None = None, png: bool = True) -> Analysis:
+    a = analyze(src, model, size=size)
+    if query is not None:
+        width, height = a.image_size
+        if not (0 <= query[0] < width and 0 <= query[1] < height):
+            raise ValueError(f"--query {query[0]:g},{query[1]:g} is outside the {width}x{height} image")
+    write_atomic(out / f"{stem}.npz", npz_bytes(a))
+    write_atomic(out / f"{stem}.json", json_bytes(a, str(src)))
+    if png:
+        write_pngs(figures_for(a, query), out, stem)
+    return a

@@ -1,0 +1,68 @@
+"""What the CLI writes and the app offers for download: every captured tensor as NPZ,
+and a JSON summary (model, weights hash, preprocessing, top-5, layers and shapes)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analysis import Analysis
+from .capture import KINDS
+
+
+def tensors(a: Analysis) -> dict[str, np.ndarray]:
+    """``<kind>/<module path>`` -> array, plus ``probs``."""
+    out = {"probs": a.probs.numpy()}
+    for kind in KINDS:
+        for path, t in getattr(a, kind).items():
+            out[f"{kind}/{path}"] = t.numpy()
+    return out
+
+
+def npz_bytes(a: Analysis) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **tensors(a))
+    return buf.getvalue()
+
+
+def summary(a: Analysis, source: str = "", top: int = 5) -> dict[str, Any]:
+    meta = a.meta
+    return {
+        "image": source,
+        "image_size": list(a.image_size),
+        "model": a.model_name,
+        "arch": meta.arch if meta else None,
+        "weights_sha256": meta.sha256 if meta else None,
+        "preprocessing": {
+            "resize": "squash",
+            "input_size": a.size,
+            "mean": list(meta.mean) if meta else None,
+            "std": list(meta.std) if meta else None,
+            "exif_transposed": True,
+        },
+        "top5": [{"class": c, "probability": round(p, 6)} for c, p in a.top_k(top)],
+        "layers": {
+            f"{kind}/{path}": list(t.shape) for kind in KINDS for path, t in getattr(a, kind).items()
+        },
+        "self_attn_grid": {k: list(v) for k, v in a.self_attn_grid.items()},
+    }
+
+
+def json_bytes(a: Analysis, source: str = "") -> bytes:
+    return (json.dumps(summary(a, source), indent=2) + "\n").encode()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent or complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,146 @@
+"""Figures: pure functions from tensors to ``plotly.graph_objects.Figure``.
+
+Nothing here calls Streamlit, so every figure is tested without a browser and the
+CLI writes the same figures the app shows. Gates are drawn on their absolute 0..1
+scale; attention maps from 0 to their largest value, never min-max rescaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from PIL import Image
+
+GATE_AXIS = "gate value (absolute, 0..1)"
+ATTN_AXIS = "attention weight (each query's row sums to 1)"
+DISPLAY_MAX_SIDE = 512
+
+
+def short_name(path: str) -> str:
+    """``layer3.1.cbam.spatial.gate`` -> ``layer3.1``: the block a tensor belongs to."""
+    parts = path.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 and parts[0].startswith("layer") else path
+
+
+def _as_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def top_k_bars(top: Sequence[tuple[str, float]], title: str = "") -> go.Figure:
+    """Horizontal bars of (class, probability), best on top."""
+    names = [n for n, _ in top][::-1]
+    probs = [p for _, p in top][::-1]
+    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", text=[f"{p:.1%}" for p in probs],
+                           textposition="auto", marker_color="#4c78a8"))
+    fig.update_layout(title=title, height=60 + 28 * len(names), margin=dict(l=10, r=10, t=40 if title else 10, b=30))
+    fig.update_xaxes(range=[0, 1], title="probability", tickformat=".0%")
+    return fig
+
+
+def gate_bars(gates: torch.Tensor | np.ndarray, title: str = "", sort: bool = False) -> go.Figure:
+    """One bar per channel: the (C,) gates of one block on the absolute 0..1 scale.
+    ``sort`` orders channels by gate value (the hover still names each channel)."""
+    g = _as_numpy(gates).astype(float)
+    channels = np.arange(len(g))
+    if sort:
+        order = np.argsort(-g, kind="stable")
+        g, channels = g[order], channels[order]
+    fig = go.Figure(go.Bar(
+        x=np.arange(len(g)), y=g, customdata=channels, marker_color="#e45756",
+        hovertemplate="channel %{customdata}<br>gate %{y:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title=title, bargap=0.05, height=260, margin=dict(l=10, r=10, t=40 if title else 10, b=40))
+    fig.update_yaxes(range=[0, 1], title=GATE_AXIS)
+    fig.update_xaxes(title="channel, sorted by gate" if sort else "channel")
+    return fig
+
+
+def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "") -> go.Figure:
+    """All blocks at once: rows are blocks, columns channels, colour the gate in 0..1.
+    Blocks have different widths; missing channels are left blank."""
+    names = list(gates)
+    width = max(len(g) for g in gates.values())
+    z = np.full((len(names), width), np.nan)
+    for i, n in enumerate(names):
+        g = _as_numpy(gates[n])
+        z[i, : len(g)] = g
+    fig = go.Figure(go.Heatmap(
+        z=z, y=[short_name(n) for n in names], x=np.arange(width), zmin=0, zmax=1, colorscale="Viridis",
+        colorbar=dict(title=dict(text="gate (0..1)", side="right")),
+        hovertemplate="%{y} channel %{x}<br>gate %{z:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=120 + 24 * len(names), margin=dict(l=10, r=10, t=40 if title else 10, b=40))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="channel")
+    return fig
+
+
+def display_image(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    """A copy at most ``max_side`` on its long side, for drawing (not for the model)."""
+    scale = max_side / max(im.size)
+    if scale >= 1:
+        return im
+    return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+
+
+def overlay(
+    im: Image.Image,
+    grid_map: torch.Tensor | np.ndarray,
+    title: str = "",
+    *,
+    opacity: float = 0.55,
+    colorscale: str = "Jet",
+    zmax: float | None = 1.0,
+    colorbar_title: str = GATE_AXIS,
+    query: tuple[float, float] | None = None,
+    show_colorbar: bool = True,
+) -> go.Figure:
+    """A (h, w) map drawn over the image it was computed from, in the image's own
+    pixel coordinates: cell (r, c) covers x in [c W/w, (c+1) W/w) and y likewise,
+    which is exactly how ``Analysis.cell`` maps a pixel to a cell. ``zmax=None``
+    scales colours from 0 to the map's largest value. ``query`` marks a pixel."""
+    z = _as_numpy(grid_map).astype(float)
+    h, w = z.shape
+    width, height = im.size
+    shown = display_image(im)
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=np.asarray(shown), x0=0, y0=0, dx=width / shown.width, dy=height / shown.height,
+                           hoverinfo="skip"))
+    fig.add_trace(go.Heatmap(
+        z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2, dy=height / h, zmin=0,
+        zmax=float(z.max()) if zmax is None else zmax, colorscale=colorscale, opacity=opacity,
+        showscale=show_colorbar, colorbar=dict(title=dict(text=colorbar_title, side="right")),
+        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{z:.4f}<extra></extra>",
+    ))
+    if query is not None:
+        fig.add_trace(go.Scatter(x=[query[0]], y=[query[1]], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=dict(symbol="x", size=14, color="white", line=dict(width=2, color="black"))))
+    fig.update_xaxes(visible=False, range=[0, width], constrain="domain")
+    fig.update_yaxes(visible=False, range=[height, 0], scaleanchor="x", constrain="domain")
+    fig.update_layout(title=title, margin=dict(l=0, r=0, t=40 if title else 0, b=0), height=360)
+    return fig
+
+
+def query_maps(
+    im: Image.Image,
+    maps: torch.Tensor,
+    query: tuple[float, float],
+    layer: str,
+    *,
+    opacity: float = 0.6,
+    colorscale: str = "Jet",
+) -> list[go.Figure]:
+    """For one query pixel and one self-attention layer: the mean over heads, then
+    each head, overlaid on the image. ``maps`` is (heads, h, w); one colour scale from
+    0 to the largest weight among them, so heads compare honestly."""
+    m = _as_numpy(maps).astype(float)
+    zmax = float(max(m.max(), m.mean(0).max()))
+    title = short_name(layer)
+    figs = [overlay(im, m.mean(0), f"{title}: mean of {len(m)} heads", opacity=opacity, colorscale=colorscale,
+                    zmax=zmax, colorbar_title=ATTN_AXIS, query=query)]
+    figs += [overlay(im, m[i], f"{title}: head {i}", opacity=opacity, colorscale=colorscale, zmax=zmax,
+                     colorbar_title=ATTN_AXIS, query=query, show_colorbar=False) for i in range(len(m))]
+    return figs

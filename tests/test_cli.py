@@ -1,0 +1,89 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attnviz.cli import main
+
+from .conftest import noise_image
+
+
+def run_cli(*args, env_dir=None):
+    env = {**os.environ}
+    if env_dir is not None:
+        env["ATTNVIZ_WEIGHTS_DIR"] = str(env_dir)
+    return subprocess.run([sys.executable, "-m", "attnviz", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=240)
+
+
+def test_models_lists_the_tiny_models(tiny_env, capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny_cbam_resnet18" in out and "cbam_resnet18" in out
+
+
+def test_explain_writes_npz_json_for_each_image(tiny_env, tmp_path, capsys):
+    imgs = []
+    for i, (w, h) in enumerate([(90, 60), (40, 120)]):
+        p = tmp_path / f"img{i}.png"
+        noise_image(w, h, seed=i).save(p)
+        imgs.append(p)
+    out = tmp_path / "out"
+    assert main(["explain", *map(str, imgs), "--model", "tiny_sa_resnet18", "--out", str(out),
+                 "--no-png", "--query", "10,20", "--quiet"]) == 0
+    summary = json.loads((out / "img1.json").read_text())
+    assert summary["image_size"] == [40, 120] and summary["model"] == "tiny_sa_resnet18"
+    assert len(summary["top5"]) == 3 and summary["weights_sha256"]
+    assert summary["layers"]["self_attn/layer2.1.attn.softmax"] == [4, 64, 64]
+    with np.load(out / "img0.npz") as z:
+        assert z["self_attn/layer3.1.attn.softmax"].shape == (4, 16, 16)
+        assert np.allclose(z["self_attn/layer2.1.attn.softmax"].sum(-1), 1, atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="PNG export needs Chromium (CI installs it)")
+def test_explain_writes_png_figures(tiny_env, tmp_path):
+    p = tmp_path / "cat.jpg"
+    noise_image(64, 48).save(p)
+    out = tmp_path / "out"
+    r = run_cli("explain", p, "--model", "tiny_cbam_resnet18", "--out", out, env_dir=tiny_env)
+    assert r.returncode == 0, r.stderr
+    pngs = sorted(f.name for f in out.glob("*.png"))
+    assert "cat_top5.png" in pngs and "cat_cbam_spatial_layer1.0.png" in pngs and "cat_cbam_channel_overview.png" in pngs
+    assert all((out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
+
+
+def test_bad_images_fail_with_one_line_each_and_the_rest_is_done(tiny_env, tmp_path):
+    good = tmp_path / "good.png"
+    noise_image(32, 32).save(good)
+    text = tmp_path / "text.jpg"
+    text.write_text("I am not a JPEG")
+    trunc = tmp_path / "trunc.jpg"
+    noise_image(64, 64).save(trunc, "JPEG")
+    trunc.write_bytes(trunc.read_bytes()[:300])
+    out = tmp_path / "out"
+    r = run_cli("explain", text, good, trunc, tmp_path / "missing.png", "--model", "tiny_se_resnet18",
+                "--out", out, "--no-png", "--quiet", env_dir=tiny_env)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("attnviz: error:")]
+    assert len(errors) == 4, r.stderr  # three bad images, then the summary
+    assert "text.jpg: not a readable image" in r.stderr and "trunc.jpg: not a readable image" in r.stderr
+    assert "missing.png: no such file" in r.stderr and "3 of 4 images failed" in r.stderr
+    assert (out / "good.npz").is_file() and (out / "good.json").is_file()
+    assert not (out / "text.npz").exists()
+
+
+def test_unknown_model_and_bad_query_are_one_line(tiny_env, tmp_path, jpeg_file):
+    r = run_cli("explain", jpeg_file, "--model", "nope", "--out", tmp_path, env_dir=tiny_env)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "unknown model 'nope'" in r.stderr and "tiny_se_resnet18" in r.stderr
+    r = run_cli("explain", jpeg_file, "--model", "tiny_sa_resnet18", "--out", tmp_path, "--query", "a,b",
+                env_dir=tiny_env)
+    assert r.returncode == 2 and "--query expects X,Y" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("explain", jpeg_file, "--model", "tiny_sa_resnet18", "--out", tmp_path, "--query", "5000,1",
+                "--no-png", env_dir=tiny_env)
+    assert r.returncode == 1 and "outside the 120x80 image" in r.stderr
