@@ -1,0 +1,83 @@
+# attnviz: the Streamlit app on CPU, with the shipped weights and sample images baked
+# in, so the container needs no network at run time. See "Deploy" in README.md.
+#
+#   docker build -t attnviz .
+#   docker run -p 8501:8501 attnviz
+#
+# tests/test_docker.py checks this file (sources, user, port, health check) and runs
+# the CMD below against the same Streamlit config.
+
+# --- builder: the virtual environment, in a stage of its own so that nothing pip
+# leaves behind reaches the final image, which gets /opt/venv in a single layer.
+FROM python:3.11-slim-bookworm AS builder
+
+# Where torch and torchvision come from. The default is PyTorch's CPU-only index:
+# PyPI's Linux torch is the CUDA build, which pulls in several GB of nvidia-*
+# packages that a CPU container never uses. Override with
+# --build-arg TORCH_INDEX_URL=... (a mirror, or a CUDA index).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+
+RUN python -m venv /opt/venv
+
+COPY requirements.txt /tmp/requirements.txt
+
+# torch and torchvision first, from TORCH_INDEX_URL; then the rest from PyPI.
+# requirements.txt pins torch==2.14.1, which the installed 2.14.1+cpu satisfies (a
+# local version label is ignored when matching ==), so the second install keeps the
+# CPU build. Keep these two pins equal to requirements.txt (a test checks).
+RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" \
+        torch==2.14.1 torchvision==0.29.1 \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && pip check \
+    && python -c "import torch, torchvision, streamlit, streamlit_image_coordinates; print('torch', torch.__version__)"
+
+# --- final image
+FROM python:3.11-slim-bookworm
+
+# HOME and every cache a library may write to point into the app user's home, the
+# only place it can write (besides /tmp). PYTHONPATH=/app: the package is run from
+# the source tree, because the shipped weights are found next to the package
+# (attnviz/../weights), which an installed copy in site-packages would not have.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    HOME=/home/attnviz \
+    XDG_CACHE_HOME=/home/attnviz/.cache \
+    XDG_CONFIG_HOME=/home/attnviz/.config \
+    MPLCONFIGDIR=/home/attnviz/.cache/matplotlib \
+    TORCH_HOME=/home/attnviz/.cache/torch
+
+RUN groupadd --system --gid 10001 attnviz \
+    && useradd --system --uid 10001 --gid attnviz --home-dir /home/attnviz \
+        --create-home --shell /usr/sbin/nologin attnviz
+
+COPY --from=builder /opt/venv /opt/venv
+
+# The code, weights and config are owned by root: the app user can read, not change them.
+WORKDIR /app
+COPY pyproject.toml README.md requirements.txt ./
+COPY weights/ ./weights/
+COPY attnviz/ ./attnviz/
+COPY app.py ./
+COPY deploy/streamlit.toml ./.streamlit/config.toml
+
+USER 10001:10001
+
+EXPOSE 8501
+
+# No curl in the slim image: Python's urllib asks Streamlit's health endpoint, on the
+# port Streamlit was told to use. Models load on the first visit, not at start-up,
+# so the start period only covers starting Python, torch and the server.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('STREAMLIT_SERVER_PORT', '8501'); body = urllib.request.urlopen(f'http://127.0.0.1:{port}/_stcore/health', timeout=4).read(); sys.exit(0 if body == b'ok' else 1)"]
+
+# Settings come from /app/.streamlit/config.toml (deploy/streamlit.toml).
+CMD ["streamlit", "run", "app.py"]
