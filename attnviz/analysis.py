@@ -102,7 +102,8 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
     if isinstance(model, str):
         model = load_model(model)
     if model.training:
-        raise ValueError("the model is in training mode; call model.eval() first (BatchNorm would use batch statistics)")
+        raise ValueError("the model is in training mode; call model.eval() first "
+                         "(BatchNorm would use batch statistics)")
     meta: WeightsMeta | None = getattr(model, "attnviz_meta", None)
     size = int(size or (meta.input_size if meta else 224))
     if not 32 <= size <= 1024:

@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import limits
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 
 ACCEPTED = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 

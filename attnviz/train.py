@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -182,19 +181,22 @@ def train(
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         elapsed += time.perf_counter() - t0
-        msg = f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss_sum / seen:.3f} train-acc {correct / seen:.3f} {elapsed / 60:.1f} min"
+        msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss_sum / seen:.3f} "
+               f"train-acc {correct / seen:.3f} {elapsed / 60:.1f} min")
         if val_data is not None and (epoch + 1) % 5 == 0 and epoch + 1 < recipe.epochs:
             msg += f" val-top1 {top1(model, val_data):.4f}"
         log(msg)
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed}, tmp)
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed}
+        torch.save(state, tmp)
         tmp.replace(ckpt_path)
 
     model.eval()
     metrics: dict = {}
     if val_data is not None:
-        metrics = {"val_top1": round(top1(model, val_data), 4), "val_images": len(val_data.labels), "eval_size": recipe.eval_size}
+        metrics = {"val_top1": round(top1(model, val_data), 4), "val_images": len(val_data.labels),
+                   "eval_size": recipe.eval_size}
         log(f"{name} val top-1 {metrics['val_top1']:.4f} at {recipe.eval_size}px")
     folders = train_data.classes
     meta = WeightsMeta(

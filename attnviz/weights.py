@@ -60,7 +60,7 @@ class WeightsMeta:
         return len(self.classes)
 
     @classmethod
-    def from_json(cls, path: Path) -> "WeightsMeta":
+    def from_json(cls, path: Path) -> WeightsMeta:
         try:
             raw = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -143,7 +143,8 @@ def load_pair(st_path: Path) -> tuple[nn.Module, WeightsMeta]:
     meta = WeightsMeta.from_json(st_path.with_suffix(".json"))
     digest = sha256_of(st_path)
     if meta.sha256 and digest != meta.sha256:
-        raise WeightsError(f"{st_path.name}: sha256 {digest[:12]}... does not match the metadata's {meta.sha256[:12]}...")
+        raise WeightsError(
+            f"{st_path.name}: sha256 {digest[:12]}... does not match the metadata's {meta.sha256[:12]}...")
     if not meta.sha256:
         raise WeightsError(f"{st_path.with_suffix('.json').name}: no sha256 of the weights file")
     try:
