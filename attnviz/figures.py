@@ -7,6 +7,8 @@ scale; attention maps from 0 to their largest value, never min-max rescaled.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -86,6 +88,14 @@ def display_image(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Im
     return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
 
 
+def image_uri(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> str:
+    """The image as a JPEG data URI at display size: a few tens of kB in a figure,
+    where a pixel array would be megabytes of JSON."""
+    buf = io.BytesIO()
+    display_image(im, max_side).save(buf, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def overlay(
     im: Image.Image,
     grid_map: torch.Tensor | np.ndarray,
@@ -97,18 +107,19 @@ def overlay(
     colorbar_title: str = GATE_AXIS,
     query: tuple[float, float] | None = None,
     show_colorbar: bool = True,
+    background: str | None = None,
 ) -> go.Figure:
     """A (h, w) map drawn over the image it was computed from, in the image's own
     pixel coordinates: cell (r, c) covers x in [c W/w, (c+1) W/w) and y likewise,
     which is exactly how ``Analysis.cell`` maps a pixel to a cell. ``zmax=None``
-    scales colours from 0 to the map's largest value. ``query`` marks a pixel."""
+    scales colours from 0 to the map's largest value. ``query`` marks a pixel.
+    ``background``: the image's ``image_uri``, when the caller already has it."""
     z = _as_numpy(grid_map).astype(float)
     h, w = z.shape
     width, height = im.size
-    shown = display_image(im)
     fig = go.Figure()
-    fig.add_trace(go.Image(z=np.asarray(shown), x0=0, y0=0, dx=width / shown.width, dy=height / shown.height,
-                           hoverinfo="skip"))
+    fig.add_layout_image(source=background or image_uri(im), xref="x", yref="y", x=0, y=0, sizex=width,
+                         sizey=height, xanchor="left", yanchor="top", sizing="stretch", layer="below")
     fig.add_trace(go.Heatmap(
         z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2, dy=height / h, zmin=0,
         zmax=float(z.max()) if zmax is None else zmax, colorscale=colorscale, opacity=opacity,
@@ -139,8 +150,9 @@ def query_maps(
     m = _as_numpy(maps).astype(float)
     zmax = float(max(m.max(), m.mean(0).max()))
     title = short_name(layer)
-    figs = [overlay(im, m.mean(0), f"{title}: mean of {len(m)} heads", opacity=opacity, colorscale=colorscale,
-                    zmax=zmax, colorbar_title=ATTN_AXIS, query=query)]
-    figs += [overlay(im, m[i], f"{title}: head {i}", opacity=opacity, colorscale=colorscale, zmax=zmax,
-                     colorbar_title=ATTN_AXIS, query=query, show_colorbar=False) for i in range(len(m))]
+    bg = image_uri(im)
+    common = dict(opacity=opacity, colorscale=colorscale, zmax=zmax, colorbar_title=ATTN_AXIS, query=query,
+                  background=bg)
+    figs = [overlay(im, m.mean(0), f"{title}: mean of {len(m)} heads", **common)]
+    figs += [overlay(im, m[i], f"{title}: head {i}", show_colorbar=False, **common) for i in range(len(m))]
     return figs

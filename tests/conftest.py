@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +34,7 @@ def tiny_meta(arch: str, name: str | None = None) -> WeightsMeta:
 
 
 @pytest.fixture(scope="session")
-def tiny_weights_dir(tmp_path_factory) -> "Path":  # noqa: F821
+def tiny_weights_dir(tmp_path_factory) -> Path:  # noqa: F821
     d = tmp_path_factory.mktemp("weights")
     for arch in ARCHITECTURES:
         save_pair(tiny_model(arch), tiny_meta(arch), d)
@@ -56,3 +58,13 @@ def jpeg_file(tmp_path):
     p = tmp_path / "photo.jpg"
     noise_image(120, 80).save(p, "JPEG")
     return p
+
+
+def plotly_array(value) -> np.ndarray:
+    """An array from a plotly figure's JSON: a plain list, or plotly's typed-array
+    encoding ``{"dtype": "f8", "bdata": base64, "shape": "h, w"}``."""
+    if isinstance(value, dict):
+        a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).copy()
+        shape = value.get("shape")
+        return a.reshape([int(s) for s in str(shape).split(",")]) if shape else a
+    return np.asarray(value, dtype=float)

@@ -1,0 +1,223 @@
+"""attnviz: the Streamlit page. Widgets and layout only; everything else is in the package."""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit_image_coordinates import streamlit_image_coordinates
+
+from attnviz import appkit, figures, limits
+from attnviz.analysis import Analysis
+from attnviz.export import json_bytes, npz_bytes
+from attnviz.image import ImageError
+from attnviz.service import ModelRegistry, ResultCache, image_key, sample_images
+from attnviz.weights import WeightsError
+
+PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+@st.cache_resource
+def registry() -> ModelRegistry:
+    return ModelRegistry()
+
+
+@st.cache_resource
+def results() -> ResultCache:
+    return ResultCache()
+
+
+def chart(fig, key: str | None = None) -> None:
+    st.plotly_chart(fig, config=PNG_CONFIG, key=key)
+
+
+def pick_image() -> tuple[bytes, str] | None:
+    st.sidebar.header("Image")
+    source = st.sidebar.radio("Source", ["Sample", "Upload"], horizontal=True, key="source")
+    if source == "Upload":
+        up = st.sidebar.file_uploader(
+            f"JPEG, PNG, WebP, BMP, GIF or TIFF, up to {limits.MAX_UPLOAD_MB} MB",
+            type=appkit.UPLOAD_TYPES, max_upload_size=limits.MAX_UPLOAD_MB, key="upload")
+        return (up.getvalue(), up.name) if up is not None else None
+    samples = sample_images()
+    name = st.sidebar.selectbox("Sample", list(samples), key="sample")
+    st.sidebar.caption("Bundled samples are CC0, public domain or CC BY; see attnviz/samples/LICENSES.md.")
+    return samples[name].read_bytes(), f"sample: {name}"
+
+
+def analyse_all(data: bytes, names: list[str]) -> dict[str, Analysis] | None:
+    out = {}
+    for name in names:
+        try:
+            out[name] = results().get(data, name, registry())
+        except ImageError as exc:
+            st.error(f"This file can't be used: {exc}.")
+            return None
+        except WeightsError as exc:
+            st.warning(f"Model {name} skipped: {exc}")
+    return out
+
+
+def pick_model(analyses: dict[str, Analysis], kind: str, key: str) -> Analysis | None:
+    names = [n for n, a in analyses.items() if a.meta and appkit.has_kind(a.meta.arch, kind)]
+    if not names:
+        st.info(f"No model with {kind} attention is loaded.")
+        return None
+    name = names[0] if len(names) == 1 else st.selectbox("Model", names, key=key)
+    return analyses[name]
+
+
+def view_predictions(analyses: dict[str, Analysis]) -> None:
+    cols = st.columns(len(analyses))
+    for col, (name, a) in zip(cols, analyses.items()):
+        with col:
+            acc = a.meta.metrics.get("val_top1") if a.meta else None
+            st.markdown(f"**{name}**" + (f"  \nImagenette val top-1 {acc:.1%}" if acc else ""))
+            chart(figures.top_k_bars(a.top_k(5)), key=f"top5-{name}")
+    st.caption("The models know ten Imagenette classes; an image of anything else still gets ten probabilities.")
+
+
+def view_se(analyses: dict[str, Analysis]) -> None:
+    a = pick_model(analyses, "se", "se-model")
+    if a is None:
+        return
+    st.caption(appkit.EXPLAIN["se"])
+    chart(figures.gates_heatmap(a.se, "SE gates of every block (rows) and channel (columns)"), key="se-overview")
+    sort = st.toggle("Sort channels by gate", key="se-sort")
+    cols = st.columns(2)
+    for i, (path, g) in enumerate(a.se.items()):
+        with cols[i % 2]:
+            chart(figures.gate_bars(g, f"{figures.short_name(path)}: {len(g)} channels", sort=sort), key=f"se-{path}")
+
+
+def overlay_controls(prefix: str) -> tuple[float, str]:
+    c1, c2 = st.columns(2)
+    opacity = c1.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key=f"{prefix}-opacity")
+    cmap = c2.selectbox("Colour map", ["Jet", "Viridis", "Inferno", "Hot", "Greys"], key=f"{prefix}-cmap")
+    return opacity, cmap
+
+
+def view_cbam(analyses: dict[str, Analysis]) -> None:
+    a = pick_model(analyses, "cbam", "cbam-model")
+    if a is None:
+        return
+    st.caption(appkit.EXPLAIN["cbam"])
+    opacity, cmap = overlay_controls("cbam")
+    cols = st.columns(4)
+    bg = figures.image_uri(a.image)
+    for i, (path, m) in enumerate(a.cbam_spatial.items()):
+        with cols[i % 4]:
+            chart(figures.overlay(a.image, m, f"{figures.short_name(path)} ({m.shape[0]}×{m.shape[1]})",
+                                  opacity=opacity, colorscale=cmap, background=bg), key=f"cbam-s-{path}")
+    chart(figures.gates_heatmap(a.cbam_channel, "CBAM channel gates of every block"), key="cbam-overview")
+    path = st.selectbox("Channel gates of block", list(a.cbam_channel), format_func=figures.short_name,
+                        key="cbam-block")
+    chart(figures.gate_bars(a.cbam_channel[path], figures.short_name(path), sort=st.toggle("Sort", key="cbam-sort")),
+          key="cbam-bars")
+
+
+@st.fragment
+def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
+    a = pick_model(analyses, "self_attn", "sa-model")
+    if a is None:
+        return
+    st.caption(appkit.EXPLAIN["self_attn"] + " Click the image to choose the query pixel.")
+    click_key = f"click-{img_key}-{a.model_name}"
+    query_key = f"query-{img_key}-{a.model_name}"
+    click = st.session_state.get(click_key)
+    if click and st.session_state.get(f"{click_key}-seen") != click:
+        st.session_state[f"{click_key}-seen"] = click
+        st.session_state[query_key] = appkit.to_image_xy(click, a.image_size)
+    q = st.session_state.get(query_key, appkit.centre(a.image_size))
+    left, right = st.columns([3, 5])
+    with left:
+        shown = appkit.marked_image(a.image, q)
+        streamlit_image_coordinates(shown, width="stretch", key=click_key, cursor="crosshair",
+                                    image_format="JPEG", jpeg_quality=90)
+        opacity, cmap = overlay_controls("sa")
+    with right:
+        for layer in a.self_attn:
+            h, w = a.self_attn_grid[layer]
+            row, col = a.cell(layer, *q)
+            st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
+                        f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
+            figs = figures.query_maps(a.image, a.query(layer, *q), q, layer, opacity=opacity, colorscale=cmap)
+            chart(figs[0], key=f"sa-{layer}-mean")
+            head_cols = st.columns(len(figs) - 1)
+            for i, (c, f) in enumerate(zip(head_cols, figs[1:])):
+                with c:
+                    f.update_layout(height=220)
+                    chart(f, key=f"sa-{layer}-head{i}")
+
+
+def view_compare(analyses: dict[str, Analysis]) -> None:
+    cols = st.columns(3)
+    with cols[0]:
+        st.subheader("SE: channels")
+        st.caption(appkit.EXPLAIN["se"])
+        a = pick_model(analyses, "se", "cmp-se")
+        if a:
+            path = list(a.se)[-1]
+            chart(figures.gate_bars(a.se[path], f"{figures.short_name(path)} gates", sort=True), key="cmp-se")
+    with cols[1]:
+        st.subheader("CBAM: channels + where")
+        st.caption(appkit.EXPLAIN["cbam"])
+        a = pick_model(analyses, "cbam", "cmp-cbam")
+        if a:
+            path = list(a.cbam_spatial)[-3]
+            chart(figures.overlay(a.image, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate"),
+                  key="cmp-cbam")
+    with cols[2]:
+        st.subheader("Self-attention: point to point")
+        st.caption(appkit.EXPLAIN["self_attn"])
+        a = pick_model(analyses, "self_attn", "cmp-sa")
+        if a:
+            layer = list(a.self_attn)[0]
+            q = appkit.centre(a.image_size)
+            chart(figures.query_maps(a.image, a.query(layer, *q), q, layer)[0], key="cmp-sa")
+            st.caption("Query: the image centre (choose another in the Self-attention view).")
+
+
+def view_export(analyses: dict[str, Analysis], label: str) -> None:
+    st.caption("Every chart has a camera button (top right, on hover) that downloads it as PNG. "
+               "Here: the tensors of this image, as `attnviz explain` writes them.")
+    stem = label.split(":")[-1].strip().rsplit(".", 1)[0].replace(" ", "_") or "image"
+    for name, a in analyses.items():
+        c1, c2, c3 = st.columns([2, 1, 1])
+        c1.markdown(f"**{name}**")
+        c2.download_button("NPZ", npz_bytes(a), f"{stem}.{name}.npz", "application/octet-stream", key=f"npz-{name}")
+        c3.download_button("JSON", json_bytes(a, label), f"{stem}.{name}.json", "application/json",
+                           key=f"json-{name}")
+
+
+def main() -> None:
+    st.set_page_config(page_title="attnviz", layout="wide")
+    st.title("attnviz: see attention inside image classifiers")
+    names = registry().names()
+    if not names:
+        st.error("No models found: put weights pairs in weights/ or set ATTNVIZ_WEIGHTS_DIR.")
+        return
+    picked = pick_image()
+    if picked is None:
+        st.info("Upload an image, or pick a sample in the sidebar.")
+        return
+    data, label = picked
+    analyses = analyse_all(data, names)
+    if not analyses:
+        return
+    first = next(iter(analyses.values()))
+    st.sidebar.image(first.image, caption=f"{label} ({first.image_size[0]}×{first.image_size[1]})")
+    view = st.radio("View", appkit.VIEWS, horizontal=True, key="view", label_visibility="collapsed")
+    if view == "Predictions":
+        view_predictions(analyses)
+    elif view == "SE":
+        view_se(analyses)
+    elif view == "CBAM":
+        view_cbam(analyses)
+    elif view == "Self-attention":
+        view_self_attention(analyses, image_key(data)[:16])
+    elif view == "Compare":
+        view_compare(analyses)
+    else:
+        view_export(analyses, label)
+
+
+main()

@@ -1,0 +1,50 @@
+"""Pure helpers for the Streamlit front end: what the page says, which model shows
+which view, and the mapping between the displayed image and the original."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageDraw
+
+from .figures import display_image
+
+VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Compare", "Export")
+
+EXPLAIN = {
+    "se": "SE reweights channels only: one gate in 0..1 per channel, the same at every position.",
+    "cbam": "CBAM reweights channels, then positions: a gate per channel and an H×W map of where to look.",
+    "self_attn": "Self-attention relates points to points: every position takes a weighted mean of all "
+                 "positions, so a clicked pixel has its own map over the whole image.",
+}
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+CLICK_WIDTH = 448
+
+
+def has_kind(arch: str, kind: str) -> bool:
+    """Whether models of ``arch`` produce ``kind`` ('se', 'cbam', 'self_attn')."""
+    return {"se": arch == "se_resnet18", "cbam": arch == "cbam_resnet18", "self_attn": arch == "sa_resnet18"}[kind]
+
+
+def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[float, float]:
+    """A click in displayed pixels (``x``, ``y``, ``width``, ``height`` as
+    streamlit-image-coordinates returns it) -> pixel of the original image."""
+    width, height = image_size
+    x = click["x"] * width / click["width"]
+    y = click["y"] * height / click["height"]
+    return min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
+
+
+def marked_image(im: Image.Image, xy: tuple[float, float], max_side: int = CLICK_WIDTH) -> Image.Image:
+    """A display copy of ``im`` with a cross-hair on pixel ``xy`` of the original."""
+    shown = display_image(im, max_side).copy()
+    sx, sy = xy[0] * shown.width / im.width, xy[1] * shown.height / im.height
+    draw = ImageDraw.Draw(shown)
+    r = max(6, shown.width // 40)
+    for colour, w in (("black", 5), ("white", 2)):
+        draw.line([(sx - r, sy), (sx + r, sy)], fill=colour, width=w)
+        draw.line([(sx, sy - r), (sx, sy + r)], fill=colour, width=w)
+    return shown
+
+
+def centre(image_size: tuple[int, int]) -> tuple[float, float]:
+    return (image_size[0] - 1) / 2, (image_size[1] - 1) / 2

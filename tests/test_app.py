@@ -1,0 +1,90 @@
+"""Page flows with Streamlit's AppTest (no browser), on the tiny random-weight models."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+import attnviz
+from attnviz.service import image_key, sample_images
+
+from .conftest import noise_image, plotly_array
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def app(tiny_env, monkeypatch):
+    # Only the tiny models: shipped weights, if any, are not what these tests check.
+    monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _png(w=120, h=80, seed=1) -> bytes:
+    buf = io.BytesIO()
+    noise_image(w, h, seed).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _charts(at):
+    return at.get("plotly_chart")
+
+
+def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
+    assert app.radio(key="source").value == "Sample"
+    assert app.selectbox(key="sample").value in sample_images()
+    assert len(_charts(app)) == 4  # top-5 of the four tiny models side by side
+    assert not app.error
+
+
+@pytest.mark.parametrize("view, expected", [("SE", 9), ("CBAM", 8 + 2), ("Self-attention", 2 * 5), ("Compare", 3)])
+def test_every_view_renders(app, view, expected):
+    app.radio(key="view").set_value(view).run()
+    assert not app.exception, app.exception
+    assert len(_charts(app)) == expected
+
+
+def test_upload_is_analysed(app):
+    app.radio(key="source").set_value("Upload").run()
+    app.file_uploader(key="upload").set_value(("mine.png", _png(), "image/png")).run()
+    assert not app.exception and not app.error
+    assert any("mine.png" in c.value for c in app.sidebar.get("caption")) or len(_charts(app)) == 4
+
+
+def test_bad_upload_gives_one_clear_line_and_the_app_stays_up(app):
+    app.radio(key="source").set_value("Upload").run()
+    app.file_uploader(key="upload").set_value(("cat.jpg", b"<html>not an image</html>", "image/jpeg")).run()
+    assert not app.exception
+    assert len(app.error) == 1 and "not a readable image" in app.error[0].value
+    assert "\n" not in app.error[0].value
+    app.file_uploader(key="upload").set_value(("ok.png", _png(), "image/png")).run()
+    assert not app.exception and not app.error and len(_charts(app)) == 4
+
+
+def test_a_simulated_click_moves_the_query_to_that_pixel(app, tiny_weights_dir):
+    data = _png(200, 100, seed=3)
+    app.radio(key="source").set_value("Upload").run()
+    app.file_uploader(key="upload").set_value(("wide.png", data, "image/png")).run()
+    app.radio(key="view").set_value("Self-attention").run()
+    click_key = f"click-{image_key(data)[:16]}-tiny_sa_resnet18"
+    # The component reports displayed pixels: the 200x100 image is shown 448 px wide.
+    app.session_state[click_key] = {"x": 112, "y": 168, "width": 448, "height": 224, "unix_time": 1}
+    app.run()
+    assert not app.exception, app.exception
+    text = " ".join(m.value for m in app.markdown)
+    assert "query pixel (50, 75) of 200×100" in text
+    a = attnviz.analyze(data, attnviz.load_model("tiny_sa_resnet18"))
+    row, col = a.cell("layer2.1.attn.softmax", 50, 75)
+    assert f"cell (row {row}, col {col}) of 8×8" in text
+    spec = json.loads(_charts(app)[0].proto.spec)
+    heat = next(t for t in spec["data"] if t["type"] == "heatmap")
+    expected = a.query("layer2.1.attn.softmax", 50, 75).mean(0)
+    torch.testing.assert_close(torch.from_numpy(plotly_array(heat["z"])).float(), expected)
