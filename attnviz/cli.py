@@ -95,16 +95,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from .data import decode_folder
+    from .evaluate import model_targets
+    from .explain import write_pngs
+    from .export import write_atomic
+    from .figures import profile_grid
+    from .profile import se_blocks, se_profile
+    from .weights import load_model
+
+    model = load_model(args.model)
+    meta = model.attnviz_meta
+    se_blocks(model)  # refuse a model without SE before decoding a whole folder
+    data = decode_folder(Path(args.directory), args.size or meta.input_size)
+    prof = se_profile(model, data, model_targets(meta, data))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{args.model}.profile.json", prof.to_json().encode())
+    prof.write_csv(out / f"{args.model}.profile.csv")
+    if not args.no_png:
+        write_pngs({"figure": profile_grid(prof)}, out, f"{args.model}.profile")
+    print(f"{args.model}: SE class specificity per block ({prof.images} images, {len(prof.classes)} classes)")
+    for block, s in prof.specificity.items():
+        print(f"  {block:24s} {s:.3f}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Recipe, train
 
     recipe = Recipe(seed=args.seed)
-    if args.epochs_scale != 1.0:
-        recipe.phases = [(max(1, round(n * args.epochs_scale)), s) for n, s in recipe.phases]
-    if args.batch_size:
-        recipe.batch_size = args.batch_size
-    if args.width:
-        recipe.width = args.width
+    if args.epochs or args.crop_size:
+        # One phase instead of progressive resizing: for quick runs and experiments.
+        recipe.phases = [(args.epochs or recipe.epochs, args.crop_size or recipe.phases[-1][1])]
+    for field_name in ("batch_size", "width", "eval_size"):
+        if getattr(args, field_name):
+            setattr(recipe, field_name, getattr(args, field_name))
     path = train(
         args.arch,
         Path(args.train_dir),
@@ -116,8 +142,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         resume=args.resume,
         threads=args.threads,
+        stop_after=args.stop_after,
     )
-    print(path)
+    if path is not None:
+        print(path)
     return 0
 
 
@@ -144,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--size", type=int, help="input size (default: the model's)")
     v.set_defaults(func=_cmd_evaluate)
 
+    r = sub.add_parser("profile", help="the SE paper's excitation analysis over an ImageFolder directory")
+    r.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
+    r.add_argument("--model", required=True, help="an SE model")
+    r.add_argument("--out", required=True, help="directory for <model>.profile.json/.csv/.png")
+    r.add_argument("--size", type=int, help="input size (default: the model's)")
+    r.add_argument("--no-png", action="store_true", help="skip the figure (it needs Chromium)")
+    r.set_defaults(func=_cmd_profile)
+
     t = sub.add_parser("train", help="train a model on an ImageFolder directory")
     t.add_argument("train_dir", help="ImageFolder directory: train_dir/<class>/<image>")
     t.add_argument("--arch", required=True, choices=("resnet18", "se_resnet18", "cbam_resnet18", "sa_resnet18"))
@@ -153,11 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "attnviz"), help="decoded-image cache")
     t.add_argument("--checkpoint-dir", help="where the per-epoch checkpoint goes (default: --out)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    t.add_argument("--stop-after", type=int, help="end this run after N epochs (resume later with --resume)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every phase's epochs (quick runs)")
+    t.add_argument("--epochs", type=int, help="train one phase of N epochs instead of the recipe's phases")
+    t.add_argument("--crop-size", type=int, help="crop size of that single phase")
+    t.add_argument("--eval-size", type=int, help="input size for validation and the metadata (default 224)")
     t.add_argument("--batch-size", type=int)
-    t.add_argument("--width", type=int)
-    t.add_argument("--threads", type=int)
+    t.add_argument("--width", type=int, help="base width (default 32)")
+    t.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     t.set_defaults(func=_cmd_train)
     return p
 

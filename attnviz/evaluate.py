@@ -6,22 +6,27 @@ from pathlib import Path
 
 import torch
 
-from .data import decode_folder
+from .data import DecodedFolder, decode_folder
 from .train import predict
-from .weights import WeightsError, load_model
+from .weights import WeightsError, WeightsMeta, load_model
+
+
+def model_targets(meta: WeightsMeta, data: DecodedFolder) -> torch.Tensor:
+    """The model's class index of every image of an ImageFolder, matching folder names
+    to the model's classes by id (``n01440764``) or by name."""
+    index = {c: i for i, c in enumerate(meta.class_ids)} | {c: i for i, c in enumerate(meta.classes)}
+    unknown = [c for c in data.classes if c not in index]
+    if unknown:
+        raise WeightsError(f"folders {', '.join(unknown[:3])} are not classes of {meta.name}")
+    return torch.tensor([index[data.classes[i]] for i in data.labels.tolist()])
 
 
 def evaluate(model_name: str, directory: Path, size: int | None = None) -> tuple[float, int, int]:
-    """(top-1, number of images, input size). Folder names are matched to the model's
-    classes by id (``n01440764``) or by name."""
+    """(top-1, number of images, input size), through the app's preprocessing."""
     model = load_model(model_name)
     meta = model.attnviz_meta
     size = size or meta.input_size
     data = decode_folder(directory, size)
-    index = {c: i for i, c in enumerate(meta.class_ids)} | {c: i for i, c in enumerate(meta.classes)}
-    unknown = [c for c in data.classes if c not in index]
-    if unknown:
-        raise WeightsError(f"folders {', '.join(unknown[:3])} are not classes of {model_name}")
-    target = torch.tensor([index[data.classes[i]] for i in data.labels.tolist()])
+    target = model_targets(meta, data)
     preds = predict(model, data, meta.mean, meta.std)
     return (preds == target).float().mean().item(), len(target), size

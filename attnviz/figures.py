@@ -156,3 +156,42 @@ def query_maps(
     figs = [overlay(im, m.mean(0), f"{title}: mean of {len(m)} heads", **common)]
     figs += [overlay(im, m[i], f"{title}: head {i}", show_colorbar=False, **common) for i in range(len(m))]
     return figs
+
+
+def profile_curves(profile, block: str, image_gates: torch.Tensor | np.ndarray | None = None) -> go.Figure:
+    """The SE paper's figure for one block: mean gate per channel, one line per class,
+    and, when given, this image's gates drawn over them in black."""
+    fig = go.Figure()
+    for name, row in zip(profile.classes, profile.means[block]):
+        fig.add_trace(go.Scatter(y=row, mode="lines", name=name, line=dict(width=1)))
+    if image_gates is not None:
+        fig.add_trace(go.Scatter(y=_as_numpy(image_gates), mode="lines", name="this image",
+                                 line=dict(width=2.5, color="black")))
+    spec = profile.specificity[block]
+    fig.update_layout(title=f"{short_name(block)}: class specificity {spec:.2f}", height=300,
+                      margin=dict(l=10, r=10, t=40, b=40), legend=dict(font=dict(size=10)))
+    fig.update_yaxes(range=[0, 1], title=GATE_AXIS)
+    fig.update_xaxes(title="channel")
+    return fig
+
+
+def profile_grid(profile) -> go.Figure:
+    """All blocks of a profile in one figure (for the CLI's PNG and the README)."""
+    from plotly.subplots import make_subplots
+
+    blocks = list(profile.means)
+    cols = 2
+    rows = (len(blocks) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[
+        f"{short_name(b)}: specificity {profile.specificity[b]:.2f}" for b in blocks], vertical_spacing=0.08)
+    palette = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6",
+               "#9d755d", "#bab0ac"]
+    for i, b in enumerate(blocks):
+        for k, (name, row) in enumerate(zip(profile.classes, profile.means[b])):
+            fig.add_trace(go.Scatter(y=row, mode="lines", name=name, legendgroup=name, showlegend=i == 0,
+                                     line=dict(width=1, color=palette[k % len(palette)])),
+                          row=i // cols + 1, col=i % cols + 1)
+    fig.update_yaxes(range=[0, 1])
+    fig.update_layout(height=260 * rows, width=1000, title=f"{profile.model}: mean SE gate per channel and class "
+                      f"({profile.images} images)", margin=dict(l=40, r=10, t=80, b=30))
+    return fig

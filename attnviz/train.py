@@ -119,10 +119,12 @@ def train(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     threads: int | None = None,
+    stop_after: int | None = None,
     log=print,
-) -> Path:
+) -> Path | None:
     """Train ``arch`` on ``train_dir`` and write ``<name>.safetensors`` + ``.json`` into
-    ``out_dir``; returns the weights path."""
+    ``out_dir``; returns the weights path. ``stop_after`` ends this run after that many
+    epochs of it (the checkpoint is kept; ``resume`` continues) and returns None."""
     recipe = recipe or Recipe()
     name = name or arch
     if threads:
@@ -154,6 +156,9 @@ def train(
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     source, source_for = train_data.images, None
     for epoch in range(start_epoch, recipe.epochs):
+        if stop_after is not None and epoch - start_epoch >= stop_after:
+            log(f"{name}: stopped after epoch {epoch}; continue with --resume")
+            return None
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)  # same batches after a resume
         order = torch.randperm(n, generator=gen)

@@ -1,0 +1,97 @@
+"""Training, evaluation and the SE profile on a tiny generated ImageFolder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import attnviz
+from attnviz.cli import main
+from attnviz.profile import SEProfile, class_specificity
+from attnviz.train import Recipe, train
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """3 classes x 8 images, each class a different dominant colour, some greyscale."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for k, wnid in enumerate(["n01440764", "n02102040", "n02979186"]):
+        d = root / wnid
+        d.mkdir()
+        for i in range(8):
+            a = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+            a[..., k] += 150
+            im = Image.fromarray(a)
+            (im.convert("L") if i == 0 else im).save(d / f"{i}.jpg" if i % 2 else d / f"{i}.png")
+    return root
+
+
+def tiny_recipe(epochs: int = 2) -> Recipe:
+    return Recipe(width=8, batch_size=8, phases=[(epochs, 32)], decode_size=48, eval_size=48)
+
+
+def test_one_epoch_writes_a_loadable_pair_with_metadata(folder, tmp_path, monkeypatch):
+    path = train("se_resnet18", folder, folder, tmp_path, recipe=tiny_recipe(1), log=lambda m: None)
+    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(tmp_path))
+    model = attnviz.load_model("se_resnet18")
+    meta = model.attnviz_meta
+    assert path == tmp_path / "se_resnet18.safetensors"
+    assert meta.classes == ["tench", "English springer", "cassette player"]
+    assert meta.class_ids == ["n01440764", "n02102040", "n02979186"] and meta.input_size == 48
+    assert 0 <= meta.metrics["val_top1"] <= 1 and meta.metrics["val_images"] == 24
+    assert meta.training["epochs"] == 1 and meta.dataset["train_images"] == 24
+    a = attnviz.analyze(next(folder.glob("*/1.jpg")), model)
+    assert len(a.se) == 8
+
+
+def test_resume_continues_to_the_same_weights(folder, tmp_path):
+    quiet = {"log": lambda m: None}
+    full = train("cbam_resnet18", folder, None, tmp_path / "full", recipe=tiny_recipe(), **quiet)
+    assert train("cbam_resnet18", folder, None, tmp_path / "part", recipe=tiny_recipe(), stop_after=1, **quiet) is None
+    ckpt = torch.load(tmp_path / "part" / "cbam_resnet18.ckpt.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    resumed = train("cbam_resnet18", folder, None, tmp_path / "part", recipe=tiny_recipe(), resume=True, **quiet)
+    a, _ = attnviz.load_pair(full)
+    b, _ = attnviz.load_pair(resumed)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)
+
+
+def test_cli_train_evaluate_and_profile(folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "w"
+    assert main(["train", str(folder), "--arch", "se_resnet18", "--out", str(out), "--name", "tiny_se",
+                 "--epochs", "1", "--crop-size", "32", "--eval-size", "48", "--width", "8", "--batch-size", "8",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(out))
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "--model", "tiny_se"]) == 0
+    printed = capsys.readouterr().out
+    assert "tiny_se: top-1" in printed and "on 24 images at 48px" in printed
+    assert main(["profile", str(folder), "--model", "tiny_se", "--out", str(out), "--no-png"]) == 0
+    printed = capsys.readouterr().out
+    assert "layer4.1.se.gate" in printed
+    prof = SEProfile.from_json(out / "tiny_se.profile.json")
+    assert prof.images == 24 and len(prof.classes) == 3 and len(prof.means) == 8
+    assert all(0 <= s <= 1 for s in prof.specificity.values())
+    assert len(prof.means["layer1.0.se.gate"][0]) == 8
+    rows = (out / "tiny_se.profile.csv").read_text().splitlines()
+    assert rows[0] == "block,class,channel,mean_gate" and len(rows) == 1 + 3 * sum(8 * 2**(i // 2) for i in range(8))
+    assert json.loads((out / "tiny_se.json").read_text())["metrics"] == {}
+
+
+def test_profile_refuses_a_model_without_se(folder, tmp_path, tiny_env, capsys):
+    assert main(["profile", str(folder), "--model", "tiny_cbam_resnet18", "--out", str(tmp_path), "--no-png"]) == 2
+    assert "no SE blocks" in capsys.readouterr().err
+
+
+def test_class_specificity_is_zero_for_shared_and_one_for_class_only_gates():
+    labels = np.array([0, 0, 1, 1])
+    same = np.tile(np.random.default_rng(0).random(5), (4, 1)) + np.random.default_rng(1).random((4, 1)) * 0
+    assert class_specificity(same, labels) == 0.0
+    by_class = np.array([[0.1, 0.2], [0.1, 0.2], [0.9, 0.8], [0.9, 0.8]])
+    assert class_specificity(by_class, labels) == pytest.approx(1.0)
