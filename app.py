@@ -81,6 +81,13 @@ def view_se(analyses: dict[str, Analysis]) -> None:
         return
     st.caption(appkit.EXPLAIN["se"])
     chart(figures.gates_heatmap(a.se, "SE gates of every block (rows) and channel (columns)"), key="se-overview")
+    prof = registry().profile(a.model_name)
+    if prof is not None:
+        st.markdown(f"**Class profile** (the SE paper's analysis): mean gate per channel for each class over "
+                    f"{prof.images} Imagenette val images, with this image in black.")
+        block = st.selectbox("Block", list(prof.means), index=len(prof.means) - 1, format_func=figures.short_name,
+                             key="se-profile-block")
+        chart(figures.profile_curves(prof, block, a.se.get(block)), key="se-profile")
     sort = st.toggle("Sort channels by gate", key="se-sort")
     cols = st.columns(2)
     for i, (path, g) in enumerate(a.se.items()):

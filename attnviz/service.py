@@ -13,7 +13,8 @@ from torch import nn
 
 from . import limits
 from .analysis import Analysis, analyze
-from .weights import WeightsMeta, find_weights, load_pair
+from .profile import SEProfile, profile_path
+from .weights import WeightsError, WeightsMeta, find_weights, load_pair
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
@@ -35,17 +36,20 @@ class ModelRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[Path, nn.Module] = {}
+        self._profiles: dict[Path, SEProfile | None] = {}
 
     def names(self) -> list[str]:
         return sorted(find_weights())
 
-    def get(self, name: str) -> nn.Module:
+    @staticmethod
+    def _path(name: str) -> Path:
         found = find_weights()
         if name not in found:
-            from .weights import WeightsError
-
             raise WeightsError(f"unknown model {name!r}; available: {', '.join(sorted(found)) or 'none'}")
-        path = found[name]
+        return found[name]
+
+    def get(self, name: str) -> nn.Module:
+        path = self._path(name)
         with self._lock:
             if path not in self._models:
                 self._models[path] = load_pair(path)[0]
@@ -53,6 +57,14 @@ class ModelRegistry:
 
     def meta(self, name: str) -> WeightsMeta:
         return self.get(name).attnviz_meta
+
+    def profile(self, name: str) -> SEProfile | None:
+        """The SE class profile shipped next to the model's weights, read once."""
+        path = profile_path(self._path(name))
+        with self._lock:
+            if path not in self._profiles:
+                self._profiles[path] = SEProfile.from_json(path) if path.is_file() else None
+            return self._profiles[path]
 
 
 class ResultCache:

@@ -88,3 +88,28 @@ def test_a_simulated_click_moves_the_query_to_that_pixel(app, tiny_weights_dir):
     heat = next(t for t in spec["data"] if t["type"] == "heatmap")
     expected = a.query("layer2.1.attn.softmax", 50, 75).mean(0)
     torch.testing.assert_close(torch.from_numpy(plotly_array(heat["z"])).float(), expected)
+
+
+def test_se_view_draws_the_shipped_class_profile_with_this_image(tiny_weights_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from attnviz.profile import SEProfile, profile_path
+
+    for f in tiny_weights_dir.glob("tiny_se_resnet18.*"):
+        shutil.copy(f, tmp_path / f.name)
+    blocks = [f"layer{s}.{b}.se.gate" for s in range(1, 5) for b in range(2)]
+    widths = [8, 8, 16, 16, 32, 32, 64, 64]
+    prof = SEProfile(model="tiny_se_resnet18", classes=["alpha", "beta"], images=4,
+                     means={b: [[0.25] * w, [0.75] * w] for b, w in zip(blocks, widths)},
+                     specificity={b: 0.5 for b in blocks})
+    profile_path(tmp_path / "tiny_se_resnet18.safetensors").write_text(prof.to_json())
+    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.radio(key="view").set_value("SE").run()
+    assert not at.exception, at.exception
+    spec = json.loads(_charts(at)[1].proto.spec)
+    names = [t.get("name") for t in spec["data"]]
+    assert names == ["alpha", "beta", "this image"]
+    assert "class specificity 0.50" in spec["layout"]["title"]["text"]
