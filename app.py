@@ -43,6 +43,28 @@ def pick_image() -> tuple[bytes, str] | None:
     return samples[name].read_bytes(), f"sample: {name}"
 
 
+def own_weights() -> list[str]:
+    """The sidebar's upload of a user's own weights pair; returns this session's uploads."""
+    uploaded = st.session_state.setdefault("uploaded_models", [])
+    with st.sidebar.expander("Your own weights"):
+        st.caption("A .safetensors file and its .json metadata, as `attnviz train` writes them. "
+                   "Checked against the metadata (sha256, architecture, tensor names and shapes); "
+                   "nothing is unpickled.")
+        w = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="own-weights",
+                             max_upload_size=limits.MAX_UPLOAD_MB)
+        m = st.file_uploader("Metadata (.json)", type=["json"], key="own-meta", max_upload_size=limits.MAX_UPLOAD_MB)
+        if w is not None and m is not None and st.button("Load these weights", key="own-load"):
+            try:
+                name = registry().add_upload(w.getvalue(), m.getvalue())
+            except WeightsError as exc:
+                st.error(f"These weights can't be used: {exc}")
+            else:
+                if name not in uploaded:
+                    uploaded.append(name)
+                st.success(f"Loaded {name}.")
+    return [n for n in uploaded if registry().has(n)]
+
+
 def analyse_all(data: bytes, names: list[str]) -> dict[str, Analysis] | None:
     out = {}
     for name in names:
@@ -198,7 +220,7 @@ def view_export(analyses: dict[str, Analysis], label: str) -> None:
 def main() -> None:
     st.set_page_config(page_title="attnviz", layout="wide")
     st.title("attnviz: see attention inside image classifiers")
-    names = registry().names()
+    names = registry().names() + own_weights()
     if not names:
         st.error("No models found: put weights pairs in weights/ or set ATTNVIZ_WEIGHTS_DIR.")
         return

@@ -17,6 +17,9 @@ no decoded image holds more than this many pixels."""
 MIN_SIDE = 1
 """Smallest accepted side, in pixels (a 1x1 image is a valid image)."""
 
+MAX_UPLOADED_MODELS = 4
+"""Models uploaded through the app kept loaded at once (all sessions together)."""
+
 RESULT_CACHE_ENTRIES = 16
 """Per-image analyses kept in memory by the app (shared by all sessions)."""
 

@@ -5,6 +5,7 @@ on a pixel is an index into stored tensors, never a new forward pass."""
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -33,20 +34,54 @@ class ModelRegistry:
     Models are only ever used in eval mode under ``inference_mode``, and captures
     are per-thread, so one instance serves every session."""
 
-    def __init__(self) -> None:
+    def __init__(self, upload_dir: Path | None = None, max_uploads: int = limits.MAX_UPLOADED_MODELS) -> None:
         self._lock = threading.Lock()
         self._models: dict[Path, nn.Module] = {}
         self._profiles: dict[Path, SEProfile | None] = {}
+        self._uploads: OrderedDict[str, Path] = OrderedDict()
+        self._upload_dir = Path(upload_dir or Path(tempfile.gettempdir()) / "attnviz-uploads")
+        self._max_uploads = max_uploads
 
     def names(self) -> list[str]:
+        """Models found on disk (shipped and ``ATTNVIZ_WEIGHTS_DIR``); uploads are
+        listed by the session that uploaded them."""
         return sorted(find_weights())
 
-    @staticmethod
-    def _path(name: str) -> Path:
+    def _path(self, name: str) -> Path:
+        with self._lock:
+            if name in self._uploads:
+                return self._uploads[name]
         found = find_weights()
         if name not in found:
             raise WeightsError(f"unknown model {name!r}; available: {', '.join(sorted(found)) or 'none'}")
         return found[name]
+
+    def add_upload(self, weights: bytes, metadata: bytes) -> str:
+        """Verify and load a user's ``.safetensors`` + ``.json`` pair; returns the name
+        it is known by. Raises ``WeightsError`` (one line) for anything that does not
+        match its metadata. At most ``max_uploads`` uploaded models are kept."""
+        if len(weights) > limits.MAX_FILE_BYTES or len(metadata) > limits.MAX_FILE_BYTES:
+            raise WeightsError(f"weights and metadata must each be at most {limits.MAX_UPLOAD_MB} MB")
+        digest = hashlib.sha256(weights).hexdigest()
+        folder = self._upload_dir / digest[:32]
+        folder.mkdir(parents=True, exist_ok=True)
+        st_path = folder / "model.safetensors"
+        st_path.write_bytes(weights)
+        st_path.with_suffix(".json").write_bytes(metadata)
+        model, meta = load_pair(st_path)  # hash, architecture, names and shapes checked here
+        name = f"{meta.name} (uploaded {digest[:8]})"
+        with self._lock:
+            self._models[st_path] = model
+            self._uploads[name] = st_path
+            self._uploads.move_to_end(name)
+            while len(self._uploads) > self._max_uploads:
+                _, old = self._uploads.popitem(last=False)
+                self._models.pop(old, None)
+        return name
+
+    def has(self, name: str) -> bool:
+        with self._lock:
+            return name in self._uploads or name in find_weights()
 
     def get(self, name: str) -> nn.Module:
         path = self._path(name)

@@ -113,3 +113,19 @@ def test_se_view_draws_the_shipped_class_profile_with_this_image(tiny_weights_di
     names = [t.get("name") for t in spec["data"]]
     assert names == ["alpha", "beta", "this image"]
     assert "class specificity 0.50" in spec["layout"]["title"]["text"]
+
+
+def test_own_weights_can_be_uploaded_and_a_bad_pair_is_refused(app, tiny_weights_dir):
+    weights = (tiny_weights_dir / "tiny_se_resnet18.safetensors").read_bytes()
+    meta = (tiny_weights_dir / "tiny_se_resnet18.json").read_bytes()
+    damaged = weights[:-8] + b"\0" * 8
+    app.file_uploader(key="own-weights").set_value(("mine.safetensors", damaged, "application/octet-stream"))
+    app.file_uploader(key="own-meta").set_value(("mine.json", meta, "application/json")).run()
+    app.button(key="own-load").click().run()
+    assert not app.exception
+    assert len(app.error) == 1 and "sha256" in app.error[0].value
+    app.file_uploader(key="own-weights").set_value(("mine.safetensors", weights, "application/octet-stream")).run()
+    app.button(key="own-load").click().run()
+    assert not app.exception and not app.error
+    assert any("(uploaded " in s.value for s in app.success)
+    assert len(_charts(app)) == 5  # the four tiny models and the uploaded one
