@@ -7,6 +7,7 @@ one ``attnviz: error: ...`` line on stderr and a non-zero exit status, never a t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("models", help="list the models that can be loaded")
+    m.add_argument("--weights-dir", help="also load weights pairs from this directory")
     m.set_defaults(func=_cmd_models)
 
     e = sub.add_parser("explain", help="write attention figures and tensors for images")
@@ -164,12 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, help="model input size (default: the model's)")
     e.add_argument("--no-png", action="store_true", help="write only the .npz and .json")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--weights-dir", help="also load weights pairs from this directory")
     e.set_defaults(func=_cmd_explain)
 
     v = sub.add_parser("evaluate", help="top-1 accuracy of a model on an ImageFolder directory")
     v.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
     v.add_argument("--model", required=True)
     v.add_argument("--size", type=int, help="input size (default: the model's)")
+    v.add_argument("--weights-dir", help="also load weights pairs from this directory")
     v.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("profile", help="the SE paper's excitation analysis over an ImageFolder directory")
@@ -178,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="directory for <model>.profile.json/.csv/.png")
     r.add_argument("--size", type=int, help="input size (default: the model's)")
     r.add_argument("--no-png", action="store_true", help="skip the figure (it needs Chromium)")
+    r.add_argument("--weights-dir", help="also load weights pairs from this directory")
     r.set_defaults(func=_cmd_profile)
 
     t = sub.add_parser("train", help="train a model on an ImageFolder directory")
@@ -203,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "weights_dir", None):
+        from .weights import ENV_VAR
+
+        # Searched after the shipped weights, so a name there shadows a shipped model.
+        os.environ[ENV_VAR] = os.pathsep.join(filter(None, [os.environ.get(ENV_VAR), args.weights_dir]))
     try:
         return args.func(args)
     except (UsageError, ImageError, WeightsError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as exc:

@@ -54,3 +54,66 @@ def test_samples_are_bundled_with_a_licence_file():
     assert len(samples) >= 5
     licences = (next(iter(samples.values())).parent / "LICENSES.md").read_text()
     assert all(p.name in licences for p in samples.values())
+
+
+def _pair_bytes(tiny_weights_dir, name="tiny_cbam_resnet18"):
+    return ((tiny_weights_dir / f"{name}.safetensors").read_bytes(),
+            (tiny_weights_dir / f"{name}.json").read_bytes())
+
+
+def test_an_uploaded_pair_is_verified_and_usable(tiny_weights_dir, tmp_path):
+    reg = ModelRegistry(upload_dir=tmp_path)
+    name = reg.add_upload(*_pair_bytes(tiny_weights_dir))
+    assert name.startswith("tiny_cbam_resnet18 (uploaded ") and reg.has(name)
+    a = ResultCache().get(_png(), name, reg)
+    assert len(a.cbam_spatial) == 8
+
+
+def test_an_uploaded_pair_that_does_not_match_its_metadata_is_refused(tiny_weights_dir, tmp_path):
+    import json
+
+    from attnviz.weights import WeightsError
+
+    reg = ModelRegistry(upload_dir=tmp_path)
+    weights, meta = _pair_bytes(tiny_weights_dir)
+    with pytest.raises(WeightsError, match="sha256"):
+        reg.add_upload(weights[:-1] + bytes([weights[-1] ^ 1]), meta)
+    wrong_arch = json.loads(meta)
+    wrong_arch["arch"] = "se_resnet18"
+    with pytest.raises(WeightsError, match="does not match its metadata"):
+        reg.add_upload(weights, json.dumps(wrong_arch).encode())
+    with pytest.raises(WeightsError, match="not readable JSON"):
+        reg.add_upload(weights, b"{")
+
+
+def test_uploaded_models_are_bounded(tiny_weights_dir, tmp_path):
+    reg = ModelRegistry(upload_dir=tmp_path, max_uploads=2)
+    names = [reg.add_upload(*_pair_bytes(tiny_weights_dir, f"tiny_{a}")) for a in
+             ["resnet18", "se_resnet18", "sa_resnet18"]]
+    assert [reg.has(n) for n in names] == [False, True, True]
+
+
+def test_eight_concurrent_sessions_get_exactly_their_own_results(registry):
+    import torch
+
+    images = [_png(64 + 9 * i, 48 + 5 * i, seed=i) for i in range(8)]
+    alone = [ResultCache().get(d, "tiny_sa_resnet18", registry) for d in images]
+    shared = ResultCache()
+    got: dict[int, object] = {}
+    barrier = threading.Barrier(8)
+
+    def session(i):
+        barrier.wait()
+        got[i] = shared.get(images[i], "tiny_sa_resnet18", registry)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        torch.testing.assert_close(got[i].probs, alone[i].probs, rtol=1e-6, atol=1e-7)
+        for k, v in alone[i].self_attn.items():
+            torch.testing.assert_close(got[i].self_attn[k], v, rtol=1e-6, atol=1e-7)
+    model = registry.get("tiny_sa_resnet18")
+    assert all(not m._forward_hooks for m in model.modules())
