@@ -34,6 +34,7 @@ def _parse_xy(text: str | None) -> tuple[float, float] | None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import complexity
     from .weights import find_weights, load_pair
 
     found = find_weights()
@@ -43,15 +44,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     status = 0
     for name, path in sorted(found.items()):
         try:
-            _, meta = load_pair(path)
+            model, meta = load_pair(path)
         except WeightsError as exc:
             print(f"{name:16s} BROKEN: {exc}")
             status = 1
             continue
         acc = meta.metrics.get("val_top1")
-        acc_s = f"val top-1 {acc:.1%}" if isinstance(acc, float) else "accuracy not measured"
-        print(f"{name:16s} {meta.arch:14s} width {meta.width:<3d} {meta.num_classes} classes  "
-              f"{meta.input_size}px  {acc_s}  {path}")
+        acc_s = f"val top-1 {acc:.2%}" if isinstance(acc, float) else "accuracy not measured"
+        params, gflops = complexity(model, meta.input_size)
+        print(f"{name:16s} {meta.arch:14s} width {meta.width:<3d} {params / 1e6:.2f} M params  "
+              f"{gflops:.2f} GFLOPs at {meta.input_size}px  {meta.num_classes} classes  {acc_s}  {path}")
     return status
 
 

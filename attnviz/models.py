@@ -146,3 +146,15 @@ def _choose(arch: str) -> BlockChooser:
 def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnResNet:
     """A randomly initialised model of one of ``ARCHITECTURES``, in training mode."""
     return AttnResNet(_choose(arch), width=width, num_classes=num_classes)
+
+
+def complexity(model: nn.Module, size: int = 224) -> tuple[int, float]:
+    """(parameters, GFLOPs of one ``size`` px image), FLOPs counted by torch's
+    ``FlopCounterMode`` (convolutions and matrix products, 2 per multiply-add;
+    pooling, softmax and sigmoids are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in model.parameters())
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, size, size))
+    return params, counter.get_total_flops() / 1e9

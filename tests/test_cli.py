@@ -23,7 +23,13 @@ def run_cli(*args, env_dir=None):
 def test_models_lists_the_tiny_models(tiny_env, capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "tiny_cbam_resnet18" in out and "cbam_resnet18" in out
+    assert "tiny_cbam_resnet18" in out and "cbam_resnet18" in out and "GFLOPs at 64px" in out
+
+
+def test_weights_dir_option_adds_a_folder(tiny_weights_dir, monkeypatch, capsys):
+    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", "")  # restored after the test, whatever main() sets
+    assert main(["models", "--weights-dir", str(tiny_weights_dir)]) == 0
+    assert "tiny_sa_resnet18" in capsys.readouterr().out
 
 
 def test_explain_writes_npz_json_for_each_image(tiny_env, tmp_path, capsys):
