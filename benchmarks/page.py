@@ -1,0 +1,270 @@
+"""Rows 4-6: the app in Debian's Chromium, driven as ``tests/test_browser.py`` drives it.
+
+One session measures, in this order: cold start (process start -> healthy -> first
+complete render of the default sample), memory after that render, uploads of distinct
+images (set_input_files -> all top-5 charts show that image's predictions), memory
+after them, and clicks on the self-attention view (click -> the panel shows exactly
+``Analysis.query`` of the clicked pixel)."""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import numpy as np
+
+import attnviz
+from attnviz import appkit, figures
+from tests.browser import CHROMIUM, app_server, chromium_page
+
+from .images import default_sample
+from .report import Row, skipped
+from .weights import self_attention_model
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+PAGE_TIMEOUT_S = 180.0
+CLICK_TIMEOUT_S = 30.0
+GB = 1e9
+IMAGE_UPLOADER = "JPEG, PNG"  # the start of the image uploader's label (other uploaders take weights)
+
+# The x values (probabilities) of every bar chart on the page, in page order, as the
+# figures carry them: a plain list or plotly's {dtype, bdata, shape} encoding.
+READ_BARS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
+  const t = (gd.data || []).find(t => t.type === 'bar');
+  if (!t) return null;
+  return (t.x && t.x.bdata) ? {dtype: t.x.dtype, bdata: t.x.bdata, shape: t.x.shape ? String(t.x.shape) : null}
+                            : Array.from(t.x);
+}).filter(x => x !== null)"""
+
+
+@dataclass
+class PageRun:
+    """Raw figures of one browser session; times in seconds, memory in bytes."""
+
+    health_s: float = 0.0
+    first_render_s: float = 0.0
+    rss_first: int = 0
+    upload_s: list[float] = field(default_factory=list)
+    rss_after: int = 0
+    peak_rss: int = 0
+    click_s: list[float] = field(default_factory=list)
+    click_model: str | None = None
+    models: int = 0  # models the app shows
+
+
+def chromium_missing() -> str | None:
+    """Why the browser rows cannot run here, or ``None`` when they can."""
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (install Debian's chromium)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (requirements-dev.txt)"
+    return None
+
+
+# --- the server process and its memory ------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        if ppid == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(_children(p))
+    return tree
+
+
+def server_pid(url: str) -> int:
+    """The ``streamlit run`` process this process started for ``url``."""
+    port = str(urlparse(url).port).encode()
+    for pid in _children(os.getpid()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"streamlit" in argv and port in argv:
+            return pid
+    raise RuntimeError(f"no streamlit child process serves {url}")
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss(pid: int) -> int:
+    """Resident memory (VmRSS) of ``pid`` and its descendants, in bytes."""
+    return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) * 1024
+
+
+def peak_rss(pid: int) -> int:
+    """Peak resident memory (VmHWM) of ``pid`` itself, in bytes."""
+    return _status_kb(pid, "VmHWM") * 1024
+
+
+# --- what the page should show --------------------------------------------------------
+
+def expected_bars(image: Path, names: list[str]) -> list[np.ndarray]:
+    """The x values of the app's top-5 charts for ``image``, one per model in page order,
+    built by the same package functions the app calls."""
+    return [np.asarray(figures.top_k_bars(attnviz.analyze(image, attnviz.load_model(n)).top_k(5)).data[0].x)
+            for n in names]
+
+
+def shows_bars(page: Page, expected: list[np.ndarray]) -> bool:
+    """Whether the page shows exactly these top-5 charts (all of them, new values)."""
+    from tests.conftest import plotly_array
+
+    shown = [plotly_array(v) for v in page.evaluate(READ_BARS)]
+    return len(shown) == len(expected) and all(
+        s.shape == e.shape and np.allclose(s, e, atol=1e-6) for s, e in zip(shown, expected))
+
+
+def wait_until(page: Page, check: Callable[[], bool], what: str, timeout: float = PAGE_TIMEOUT_S) -> None:
+    """Poll ``check`` every 20 ms of page time until it holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page did not show {what} within {timeout:.0f} s")
+        page.wait_for_timeout(20)
+
+
+# --- the session ----------------------------------------------------------------------
+
+def upload_and_time(page: Page, images: list[Path], names: list[str], run: PageRun) -> None:
+    """Switch to Upload, then upload each image and time it to its complete render."""
+    page.get_by_role("radiogroup", name="Source").get_by_text("Upload", exact=True).click()
+    file_input = page.locator('[data-testid="stFileUploader"]').filter(has_text=IMAGE_UPLOADER).locator(
+        'input[type="file"]')
+    for image in images:
+        expected = expected_bars(image, names)
+        file_input.wait_for(state="attached", timeout=PAGE_TIMEOUT_S * 1000)
+        t0 = time.perf_counter()
+        file_input.set_input_files(str(image))
+        wait_until(page, lambda: shows_bars(page, expected), f"the top-5 charts of {image.name}")
+        run.upload_s.append(time.perf_counter() - t0)
+
+
+def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: PageRun, seed: int = 0) -> None:
+    """Open the self-attention view and time ``clicks`` clicks on the image, each to the
+    moment the panel shows the clicked pixel's text and exactly its mean attention map."""
+    from tests.conftest import plotly_array
+    from tests.test_browser import COMPONENT, READ_MEAN_MAP
+
+    reference = attnviz.analyze(image, attnviz.load_model(model_name))
+    layer = next(iter(reference.self_attn))
+    width, height = reference.image_size
+    page.get_by_role("radiogroup", name="View").get_by_text("Self-attention", exact=True).click()
+    img = page.frame_locator(COMPONENT).locator("img")
+    img.wait_for(timeout=PAGE_TIMEOUT_S * 1000)
+    shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
+    page.get_by_text("query pixel (", exact=False).first.wait_for(timeout=PAGE_TIMEOUT_S * 1000)
+
+    rng = random.Random(seed)
+    last_cell = reference.cell(layer, *appkit.centre(reference.image_size))
+    while len(run.click_s) < clicks:
+        cx, cy = rng.randint(2, shown_w - 3), rng.randint(2, shown_h - 3)
+        x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
+        if reference.cell(layer, x, y) == last_cell:
+            continue  # same map as now: nothing to wait for
+        last_cell = reference.cell(layer, x, y)
+        expected = reference.query(layer, x, y).mean(0).numpy()
+
+        def shows_map() -> bool:
+            raw = page.evaluate(READ_MEAN_MAP)
+            shown = plotly_array(raw) if raw is not None else None
+            return shown is not None and shown.shape == expected.shape and np.allclose(shown, expected, atol=1e-7)
+
+        t0 = time.perf_counter()
+        img.click(position={"x": cx, "y": cy})
+        page.get_by_text(f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}", exact=False).first.wait_for(
+            timeout=CLICK_TIMEOUT_S * 1000)
+        wait_until(page, shows_map, f"the attention map of pixel ({x:.0f}, {y:.0f})", CLICK_TIMEOUT_S)
+        run.click_s.append(time.perf_counter() - t0)
+
+
+def browser_session(images: list[Path], clicks: int) -> PageRun:
+    """Start the app and Chromium, and measure everything rows 4-6 report."""
+    names = attnviz.available_models()  # what the app will show, in its order
+    run = PageRun(click_model=self_attention_model(names), models=len(names))
+    first_expected = expected_bars(default_sample(), names)
+    with chromium_page() as page:
+        t0 = time.perf_counter()
+        with app_server() as url:
+            run.health_s = time.perf_counter() - t0
+            pid = server_pid(url)
+            page.goto(url)
+            wait_until(page, lambda: shows_bars(page, first_expected), "the default sample's top-5 charts")
+            run.first_render_s = time.perf_counter() - t0
+            run.rss_first = rss(pid)
+            upload_and_time(page, images, names, run)
+            run.rss_after = rss(pid)
+            run.peak_rss = peak_rss(pid)
+            if run.click_model is not None:
+                click_and_time(page, images[-1], run.click_model, clicks, run)
+    return run
+
+
+def page_rows(run: PageRun) -> list[Row]:
+    """Rows 4, 5 and 6 from one session's raw figures."""
+    n, n_models = len(run.upload_s), run.models
+    rows = []
+    if run.click_s:
+        rows.append(Row(4, "click → updated self-attention panel", statistics.median(run.click_s) * 1000, "ms", 300,
+                        f"median of {len(run.click_s)} clicks on {run.click_model}, to the pixel's text and its exact "
+                        f"mean map in the first layer's chart; all {[round(t * 1000) for t in run.click_s]} ms",
+                        [t * 1000 for t in run.click_s]))
+    else:
+        rows.append(skipped(4, "click → updated self-attention panel", "ms", "no self-attention model", 300))
+    rows.append(Row(4, "upload → complete render", statistics.median(run.upload_s) * 1000, "ms", None,
+                    f"median of {n} uploads of new PNGs (set_input_files → all {n_models} top-5 charts show the "
+                    f"image's predictions; {n_models} forward passes each)", [t * 1000 for t in run.upload_s]))
+    rows.append(Row(5, "app memory, models loaded", run.rss_first / GB, "GB", None,
+                    "VmRSS of the streamlit process (+ children) after the first render; GB = 10⁹ bytes",
+                    [run.rss_first / GB]))
+    rows.append(Row(5, f"app memory after {n} images", run.rss_after / GB, "GB", 1.5,
+                    f"VmRSS after {n} distinct uploads; peak VmHWM {run.peak_rss / GB:.2f} GB; result cache bounded "
+                    "by attnviz.limits RESULT_CACHE_ENTRIES/RESULT_CACHE_MB", [run.rss_after / GB]))
+    rows.append(Row(6, "cold start → healthy", run.health_s, "s", None,
+                    "Popen(streamlit run) → /_stcore/health says ok (polled every 0.3 s)", [run.health_s]))
+    rows.append(Row(6, "cold start → first analysis", run.first_render_s, "s", None,
+                    f"Popen → page loaded in an open Chromium with all {n_models} top-5 charts of the default sample "
+                    "(models loaded on first use)", [run.first_render_s]))
+    return rows
+
+
+def skipped_page_rows(reason: str) -> list[Row]:
+    """Rows 4-6 when the browser session cannot run, each saying why."""
+    return [skipped(4, "click → updated self-attention panel", "ms", reason, 300),
+            skipped(4, "upload → complete render", "ms", reason),
+            skipped(5, "app memory, models loaded", "GB", reason),
+            skipped(5, "app memory after the images", "GB", reason, 1.5),
+            skipped(6, "cold start → healthy", "s", reason),
+            skipped(6, "cold start → first analysis", "s", reason)]

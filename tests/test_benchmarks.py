@@ -1,0 +1,49 @@
+"""The benchmark script still works: ``python -m benchmarks.run --quick`` runs every
+figure end to end and reports it. This proves the script, not the speed: no timing is
+asserted here (quick-mode numbers are too few to mean anything, and the machine running
+the tests may be busy). The timings themselves come from the full run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.page import chromium_missing
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = range(1, 8)
+
+
+def _numeric(rows: list[dict], group: int) -> bool:
+    mine = [r for r in rows if r["group"] == group]
+    return bool(mine) and all(isinstance(r["value"], (int, float)) for r in mine)
+
+
+@pytest.mark.timeout(660)
+def test_quick_mode_runs_and_reports_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == "| # | figure | value | target | met? | note |"
+    assert {int(line.split("|")[1]) for line in table[2:]} == set(GROUPS)
+    assert proc.stdout.startswith("# attnviz benchmarks, quick")
+    assert "Machine: " in proc.stdout
+
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]
+    assert doc["quick"] is True and doc["errors"] == []
+    for group in (1, 2, 3, 7):
+        assert _numeric(rows, group), f"row {group} has no measured value: {rows}"
+    reason = chromium_missing()
+    for group in (4, 5, 6):
+        if reason is None:
+            assert _numeric(rows, group), f"row {group} has no measured value: {rows}"
+        else:
+            assert all(r["note"].startswith("skipped") for r in rows if r["group"] == group)
