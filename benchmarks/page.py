@@ -12,7 +12,6 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +21,16 @@ import numpy as np
 
 import attnviz
 from attnviz import appkit, figures
-from tests.browser import CHROMIUM, app_server, chromium_page
+from tests.browser import (
+    CHROMIUM,
+    COMPONENT,
+    app_server,
+    choose_upload,
+    chromium_page,
+    click_pixel,
+    open_view,
+    wait_until,
+)
 
 from .images import default_sample
 from .report import Row, skipped
@@ -34,7 +42,6 @@ if TYPE_CHECKING:
 PAGE_TIMEOUT_S = 180.0
 CLICK_TIMEOUT_S = 30.0
 GB = 1e9
-IMAGE_UPLOADER = "JPEG, PNG"  # the start of the image uploader's label (other uploaders take weights)
 
 # The x values (probabilities) of every bar chart on the page, in page order, as the
 # figures carry them: a plain list or plotly's {dtype, bdata, shape} encoding.
@@ -147,41 +154,26 @@ def shows_bars(page: Page, expected: list[np.ndarray]) -> bool:
         s.shape == e.shape and np.allclose(s, e, atol=1e-6) for s, e in zip(shown, expected))
 
 
-def wait_until(page: Page, check: Callable[[], bool], what: str, timeout: float = PAGE_TIMEOUT_S) -> None:
-    """Poll ``check`` every 20 ms of page time until it holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the page did not show {what} within {timeout:.0f} s")
-        page.wait_for_timeout(20)
-
-
 # --- the session ----------------------------------------------------------------------
 
 def upload_and_time(page: Page, images: list[Path], names: list[str], run: PageRun) -> None:
     """Switch to Upload, then upload each image and time it to its complete render."""
-    page.get_by_role("radiogroup", name="Source").get_by_text("Upload", exact=True).click()
-    file_input = page.locator('[data-testid="stFileUploader"]').filter(has_text=IMAGE_UPLOADER).locator(
-        'input[type="file"]')
+    file_input = choose_upload(page)
     for image in images:
         expected = expected_bars(image, names)
         file_input.wait_for(state="attached", timeout=PAGE_TIMEOUT_S * 1000)
         t0 = time.perf_counter()
         file_input.set_input_files(str(image))
-        wait_until(page, lambda: shows_bars(page, expected), f"the top-5 charts of {image.name}")
+        wait_until(page, lambda: shows_bars(page, expected), f"the top-5 charts of {image.name}", PAGE_TIMEOUT_S)
         run.upload_s.append(time.perf_counter() - t0)
 
 
 def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: PageRun, seed: int = 0) -> None:
     """Open the self-attention view and time ``clicks`` clicks on the image, each to the
     moment the panel shows the clicked pixel's text and exactly its mean attention map."""
-    from tests.conftest import plotly_array
-    from tests.test_browser import COMPONENT, READ_MEAN_MAP
-
     reference = attnviz.analyze(image, attnviz.load_model(model_name))
     layer = next(iter(reference.self_attn))
-    width, height = reference.image_size
-    page.get_by_role("radiogroup", name="View").get_by_text("Self-attention", exact=True).click()
+    open_view(page, "Self-attention")
     img = page.frame_locator(COMPONENT).locator("img")
     img.wait_for(timeout=PAGE_TIMEOUT_S * 1000)
     shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
@@ -191,22 +183,12 @@ def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: P
     last_cell = reference.cell(layer, *appkit.centre(reference.image_size))
     while len(run.click_s) < clicks:
         cx, cy = rng.randint(2, shown_w - 3), rng.randint(2, shown_h - 3)
-        x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
+        x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, reference.image_size)
         if reference.cell(layer, x, y) == last_cell:
             continue  # same map as now: nothing to wait for
         last_cell = reference.cell(layer, x, y)
-        expected = reference.query(layer, x, y).mean(0).numpy()
-
-        def shows_map() -> bool:
-            raw = page.evaluate(READ_MEAN_MAP)
-            shown = plotly_array(raw) if raw is not None else None
-            return shown is not None and shown.shape == expected.shape and np.allclose(shown, expected, atol=1e-7)
-
         t0 = time.perf_counter()
-        img.click(position={"x": cx, "y": cy})
-        page.get_by_text(f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}", exact=False).first.wait_for(
-            timeout=CLICK_TIMEOUT_S * 1000)
-        wait_until(page, shows_map, f"the attention map of pixel ({x:.0f}, {y:.0f})", CLICK_TIMEOUT_S)
+        click_pixel(page, img, reference, layer, cx, cy, CLICK_TIMEOUT_S)
         run.click_s.append(time.perf_counter() - t0)
 
 
@@ -221,7 +203,8 @@ def browser_session(images: list[Path], clicks: int) -> PageRun:
             run.health_s = time.perf_counter() - t0
             pid = server_pid(url)
             page.goto(url)
-            wait_until(page, lambda: shows_bars(page, first_expected), "the default sample's top-5 charts")
+            wait_until(page, lambda: shows_bars(page, first_expected), "the default sample's top-5 charts",
+                       PAGE_TIMEOUT_S)
             run.first_render_s = time.perf_counter() - t0
             run.rss_first = rss(pid)
             upload_and_time(page, images, names, run)

@@ -70,3 +70,73 @@ def chromium_page(width: int = 1500, height: int = 1100):
             yield page
         finally:
             browser.close()
+
+
+# --- driving the page (shared by tests/test_browser.py and benchmarks/page.py) ---------
+
+COMPONENT = 'iframe[title="streamlit_image_coordinates.streamlit_image_coordinates"]'
+IMAGE_UPLOADER = "JPEG, PNG"  # the start of the image uploader's label (other uploaders take weights)
+
+# Heatmap z of the first chart that has one (the mean over heads of the first layer),
+# as the figure carries it: a nested list, or plotly's {dtype, bdata, shape} encoding.
+READ_MEAN_MAP = """() => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const t = (gd.data || []).find(t => t.type === 'heatmap');
+    if (t) return (t.z && t.z.bdata) ? {dtype: t.z.dtype, bdata: t.z.bdata, shape: String(t.z.shape)}
+                                     : Array.from(t.z, row => Array.from(row));
+  }
+  return null;
+}"""
+
+
+def wait_until(page, check, what: str, timeout: float) -> None:
+    """Poll ``check()`` every 20 ms until it is true; TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the page did not show {what} within {timeout:.0f} s")
+        page.wait_for_timeout(20)
+
+
+def choose_upload(page):
+    """Switch the image source to Upload; returns the image uploader's file input."""
+    page.get_by_role("radiogroup", name="Source").get_by_text("Upload", exact=True).click()
+    return page.locator('[data-testid="stFileUploader"]').filter(has_text=IMAGE_UPLOADER).locator(
+        'input[type="file"]')
+
+
+def open_view(page, view: str) -> None:
+    page.get_by_role("radiogroup", name="View").get_by_text(view, exact=True).click()
+
+
+def shown_mean_map(page):
+    """The mean attention map the first self-attention chart shows, or None."""
+    from .conftest import plotly_array
+
+    raw = page.evaluate(READ_MEAN_MAP)
+    return plotly_array(raw) if raw is not None else None
+
+
+def click_pixel(page, img, reference, layer: str, cx: int, cy: int, timeout: float = 30.0):
+    """Click displayed pixel (cx, cy) of the self-attention view's image and wait until
+    the panel names the original pixel and its chart shows exactly that pixel's mean
+    map from ``reference`` (an ``Analysis`` of the same image and model). Returns the
+    original pixel (x, y) and the map shown."""
+    import numpy as np
+
+    from attnviz import appkit
+
+    shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
+    width, height = reference.image_size
+    x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
+    expected = reference.query(layer, x, y).mean(0).numpy()
+    img.click(position={"x": cx, "y": cy})
+    page.get_by_text(f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}").first.wait_for(timeout=timeout * 1000)
+
+    def shows_it() -> bool:
+        # The text and the charts of one rerun arrive one after the other.
+        m = shown_mean_map(page)
+        return m is not None and m.shape == expected.shape and bool(np.allclose(m, expected, atol=1e-7))
+
+    wait_until(page, shows_it, f"the attention map of pixel ({x:.0f}, {y:.0f})", timeout)
+    return (x, y), shown_mean_map(page)
