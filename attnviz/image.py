@@ -119,11 +119,11 @@ def squash(im: Image.Image, size: int) -> Image.Image:
     return im.resize((size, size), Image.BILINEAR)
 
 
-def normalize(batch_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(B, 3, H, W) uint8 in 0..255 -> float32 normalised per channel."""
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, H, W) pixels in 0..255 (uint8 or float) -> float32 normalised per channel."""
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    return (batch_uint8.float() - m) / s
+    return (batch.float() - m) / s
 
 
 def to_uint8_tensor(im: Image.Image) -> torch.Tensor:

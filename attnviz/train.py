@@ -171,7 +171,7 @@ def train(
         for step in bar:
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
-            x = normalize_float(x).contiguous(memory_format=torch.channels_last)
+            x = normalize(x, IMAGENET_MEAN, IMAGENET_STD).contiguous(memory_format=torch.channels_last)
             y = train_data.labels[idx]
             for g in opt.param_groups:
                 g["lr"] = recipe.lr_at(epoch * steps + step, steps)
@@ -218,9 +218,3 @@ def train(
     )
     return save_pair(model.to(memory_format=torch.contiguous_format), meta, out_dir)
 
-
-def normalize_float(x: torch.Tensor) -> torch.Tensor:
-    """Float batch in 0..255 -> normalised with the ImageNet statistics."""
-    m = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
-    return (x - m) / s
