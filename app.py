@@ -168,13 +168,8 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
             row, col = a.cell(layer, *q)
             st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
                         f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
-            figs = figures.query_maps(a.image, a.query(layer, *q), q, layer, opacity=opacity, colorscale=cmap)
-            chart(figs[0], key=f"sa-{layer}-mean")
-            head_cols = st.columns(len(figs) - 1)
-            for i, (c, f) in enumerate(zip(head_cols, figs[1:])):
-                with c:
-                    f.update_layout(height=220)
-                    chart(f, key=f"sa-{layer}-head{i}")
+            chart(figures.query_panel(a.image, a.query(layer, *q), q, layer, opacity=opacity, colorscale=cmap),
+                  key=f"sa-{layer}")
 
 
 def view_compare(analyses: dict[str, Analysis]) -> None:
@@ -191,7 +186,7 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
         st.caption(appkit.EXPLAIN["cbam"])
         a = pick_model(analyses, "cbam", "cmp-cbam")
         if a:
-            path = list(a.cbam_spatial)[-3]
+            path = list(a.cbam_spatial)[-3]  # layer3.1: 14×14 at 224 px, late enough to be about the object
             chart(figures.overlay(a.image, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate"),
                   key="cmp-cbam")
     with cols[2]:
@@ -201,7 +196,8 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
         if a:
             layer = list(a.self_attn)[0]
             q = appkit.centre(a.image_size)
-            chart(figures.query_maps(a.image, a.query(layer, *q), q, layer)[0], key="cmp-sa")
+            chart(figures.overlay(a.image, a.query(layer, *q).mean(0), f"{figures.short_name(layer)}: mean of heads",
+                                  zmax=None, colorbar_title=figures.ATTN_AXIS, query=q), key="cmp-sa")
             st.caption("Query: the image centre (choose another in the Self-attention view).")
 
 

@@ -28,8 +28,7 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[s
         width, height = a.image_size
         q = query if query is not None else ((width - 1) / 2, (height - 1) / 2)
         for layer in a.self_attn:
-            maps = figures.query_maps(a.image, a.query(layer, *q), q, layer)
-            figs[f"self_attn_{figures.short_name(layer)}"] = maps[0]
+            figs[f"self_attn_{figures.short_name(layer)}"] = figures.query_panel(a.image, a.query(layer, *q), q, layer)
     return figs
 
 

@@ -96,6 +96,31 @@ def image_uri(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _draw_overlay(fig: go.Figure, im: Image.Image, z: np.ndarray, *, background: str, opacity: float,
+                  colorscale: str, zmax: float, colorbar: dict | None, query: tuple[float, float] | None,
+                  row: int | None = None, col: int | None = None) -> None:
+    """Add one map over the image to ``fig`` (in subplot ``row``, ``col``), in the
+    image's own pixel coordinates: cell (r, c) covers x in [c W/w, (c+1) W/w) and y
+    likewise, exactly how ``Analysis.cell`` maps a pixel to a cell."""
+    h, w = z.shape
+    width, height = im.size
+    where = {} if row is None else {"row": row, "col": col}
+    fig.add_trace(go.Heatmap(
+        z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2, dy=height / h, zmin=0, zmax=zmax,
+        colorscale=colorscale, opacity=opacity, showscale=colorbar is not None, colorbar=colorbar,
+        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{z:.4f}<extra></extra>",
+    ), **where)
+    xref, yref = fig.data[-1].xaxis or "x", fig.data[-1].yaxis or "y"  # the subplot's axes
+    fig.add_layout_image(source=background, xref=xref, yref=yref, x=0, y=0, sizex=width, sizey=height,
+                         xanchor="left", yanchor="top", sizing="stretch", layer="below")
+    if query is not None:
+        fig.add_trace(go.Scatter(x=[query[0]], y=[query[1]], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=dict(symbol="x", size=12, color="white", line=dict(width=2, color="black"))),
+                      **where)
+    fig.update_xaxes(visible=False, range=[0, width], constrain="domain", **where)
+    fig.update_yaxes(visible=False, range=[height, 0], scaleanchor=xref, constrain="domain", **where)
+
+
 def overlay(
     im: Image.Image,
     grid_map: torch.Tensor | np.ndarray,
@@ -109,53 +134,51 @@ def overlay(
     show_colorbar: bool = True,
     background: str | None = None,
 ) -> go.Figure:
-    """A (h, w) map drawn over the image it was computed from, in the image's own
-    pixel coordinates: cell (r, c) covers x in [c W/w, (c+1) W/w) and y likewise,
-    which is exactly how ``Analysis.cell`` maps a pixel to a cell. ``zmax=None``
-    scales colours from 0 to the map's largest value. ``query`` marks a pixel.
+    """A (h, w) map drawn over the image it was computed from. ``zmax=None`` scales
+    colours from 0 to the map's largest value. ``query`` marks a pixel.
     ``background``: the image's ``image_uri``, when the caller already has it."""
     z = _as_numpy(grid_map).astype(float)
-    h, w = z.shape
-    width, height = im.size
     fig = go.Figure()
-    fig.add_layout_image(source=background or image_uri(im), xref="x", yref="y", x=0, y=0, sizex=width,
-                         sizey=height, xanchor="left", yanchor="top", sizing="stretch", layer="below")
-    fig.add_trace(go.Heatmap(
-        z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2, dy=height / h, zmin=0,
-        zmax=float(z.max()) if zmax is None else zmax, colorscale=colorscale, opacity=opacity,
-        showscale=show_colorbar, colorbar=dict(title=dict(text=colorbar_title, side="right")),
-        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{z:.4f}<extra></extra>",
-    ))
-    if query is not None:
-        fig.add_trace(go.Scatter(x=[query[0]], y=[query[1]], mode="markers", hoverinfo="skip", showlegend=False,
-                                 marker=dict(symbol="x", size=14, color="white", line=dict(width=2, color="black"))))
-    fig.update_xaxes(visible=False, range=[0, width], constrain="domain")
-    fig.update_yaxes(visible=False, range=[height, 0], scaleanchor="x", constrain="domain")
+    colorbar = dict(title=dict(text=colorbar_title, side="right"), thickness=14) if show_colorbar else None
+    _draw_overlay(fig, im, z, background=background or image_uri(im), opacity=opacity, colorscale=colorscale,
+                  zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query)
     fig.update_layout(title=title, margin=dict(l=0, r=0, t=40 if title else 0, b=0), height=360)
     return fig
 
 
-def query_maps(
+def query_panel(
     im: Image.Image,
-    maps: torch.Tensor,
+    maps: torch.Tensor | np.ndarray,
     query: tuple[float, float],
     layer: str,
     *,
     opacity: float = 0.6,
     colorscale: str = "Jet",
-) -> list[go.Figure]:
-    """For one query pixel and one self-attention layer: the mean over heads, then
-    each head, overlaid on the image. ``maps`` is (heads, h, w); one colour scale from
-    0 to the largest weight among them, so heads compare honestly."""
+) -> go.Figure:
+    """For one query pixel and one self-attention layer, one figure: the mean over
+    heads (large, left) and each head (small, right), overlaid on the image. ``maps``
+    is (heads, h, w). One colour scale from 0 to the largest weight among them, so
+    heads compare honestly; the colour bar says what the values are."""
+    from plotly.subplots import make_subplots
+
     m = _as_numpy(maps).astype(float)
+    heads = len(m)
     zmax = float(max(m.max(), m.mean(0).max()))
-    title = short_name(layer)
+    head_cols = (heads + 1) // 2
+    specs = [[{"rowspan": 2}] + [{}] * head_cols, [None] + [{}] * head_cols]
+    name = short_name(layer)
+    titles = [f"mean of {heads} heads"] + [f"head {i}" for i in range(heads)]
+    fig = make_subplots(rows=2, cols=1 + head_cols, specs=specs, subplot_titles=titles,
+                        column_widths=[0.5] + [0.5 / head_cols] * head_cols, horizontal_spacing=0.02,
+                        vertical_spacing=0.08)
     bg = image_uri(im)
-    common = dict(opacity=opacity, colorscale=colorscale, zmax=zmax, colorbar_title=ATTN_AXIS, query=query,
-                  background=bg)
-    figs = [overlay(im, m.mean(0), f"{title}: mean of {len(m)} heads", **common)]
-    figs += [overlay(im, m[i], f"{title}: head {i}", show_colorbar=False, **common) for i in range(len(m))]
-    return figs
+    common = dict(background=bg, opacity=opacity, colorscale=colorscale, zmax=zmax, query=query)
+    colorbar = dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0)
+    _draw_overlay(fig, im, m.mean(0), colorbar=colorbar, row=1, col=1, **common)
+    for i in range(heads):
+        _draw_overlay(fig, im, m[i], colorbar=None, row=1 + i // head_cols, col=2 + i % head_cols, **common)
+    fig.update_layout(title=f"{name}: where the query attends", height=420, margin=dict(l=0, r=0, t=60, b=0))
+    return fig
 
 
 def profile_curves(profile, block: str, image_gates: torch.Tensor | np.ndarray | None = None) -> go.Figure:

@@ -1,0 +1,96 @@
+"""Figures are pure functions returning plotly figures: checked here without a browser,
+on what a user reads off them (scales, placement over the image, which values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+from PIL import Image
+
+from attnviz import figures
+from attnviz.image import feature_cell
+from attnviz.profile import SEProfile
+
+
+def _heatmaps(fig: go.Figure) -> list[go.Heatmap]:
+    return [t for t in fig.data if isinstance(t, go.Heatmap)]
+
+
+def test_gate_bars_keep_the_absolute_scale_and_name_channels_when_sorted():
+    g = torch.tensor([0.2, 0.9, 0.05, 0.5])
+    fig = figures.gate_bars(g, sort=True)
+    assert tuple(fig.layout.yaxis.range) == (0, 1)  # never rescaled to the data
+    assert "0..1" in fig.layout.yaxis.title.text
+    bar = fig.data[0]
+    np.testing.assert_allclose(bar.y, [0.9, 0.5, 0.2, 0.05])
+    assert list(bar.customdata) == [1, 3, 0, 2]  # the hover still names each channel
+    np.testing.assert_allclose(figures.gate_bars(g).data[0].y, g.numpy())
+
+
+def test_gates_heatmap_pads_narrow_blocks_and_fixes_the_colour_range():
+    gates = {"layer1.0.se.gate": torch.full((4,), 0.25), "layer2.0.se.gate": torch.linspace(0, 1, 8)}
+    hm = _heatmaps(figures.gates_heatmap(gates))[0]
+    z = np.asarray(hm.z, dtype=float)
+    assert z.shape == (2, 8) and (hm.zmin, hm.zmax) == (0, 1)
+    np.testing.assert_allclose(z[0, :4], 0.25)
+    assert np.isnan(z[0, 4:]).all()
+    assert list(hm.y) == ["layer1.0", "layer2.0"]
+
+
+@pytest.mark.parametrize("size", [(120, 80), (50, 200)])
+def test_overlay_places_each_cell_over_the_pixels_that_map_to_it(size):
+    width, height = size
+    im = Image.new("RGB", size)
+    grid = np.random.default_rng(0).random((7, 5))
+    hm = _heatmaps(figures.overlay(im, grid))[0]
+    h, w = grid.shape
+    # Centre of cell (r, c) in image pixels, as the figure draws it ...
+    for r, c in [(0, 0), (6, 4), (3, 2)]:
+        cx, cy = hm.x0 + c * hm.dx, hm.y0 + r * hm.dy
+        # ... is a pixel that Analysis.cell maps back to (r, c).
+        assert feature_cell(cx, cy, (width, height), (h, w)) == (r, c)
+    assert (hm.x0 - hm.dx / 2, hm.y0 - hm.dy / 2) == (0, 0)
+    assert hm.x0 + (w - 0.5) * hm.dx == pytest.approx(width)
+    assert (hm.zmin, hm.zmax) == (0, 1)  # gates: absolute scale by default
+
+
+def test_query_panel_shows_the_mean_first_then_every_head_on_one_scale():
+    rng = np.random.default_rng(1)
+    maps = torch.tensor(rng.random((4, 6, 6)))
+    maps = maps / maps.sum((1, 2), keepdim=True)
+    fig = figures.query_panel(Image.new("RGB", (90, 60)), maps, (10.0, 20.0), "layer2.1.attn.softmax")
+    hms = _heatmaps(fig)
+    assert len(hms) == 1 + 4
+    np.testing.assert_allclose(np.asarray(hms[0].z), maps.mean(0).numpy())
+    for i in range(4):
+        np.testing.assert_allclose(np.asarray(hms[1 + i].z), maps[i].numpy())
+    zmax = {h.zmax for h in hms}
+    assert len(zmax) == 1 and zmax.pop() == pytest.approx(float(maps.max()))  # heads compare honestly
+    assert {h.zmin for h in hms} == {0}
+    assert [h.showscale for h in hms] == [True, False, False, False, False]  # one colour bar, named
+    assert "sums to 1" in hms[0].colorbar.title.text
+    marks = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert len(marks) == 5 and all((t.x[0], t.y[0]) == (10.0, 20.0) for t in marks)
+    assert len(fig.layout.images) == 5  # the photo under every map
+
+
+def test_top_k_bars_best_on_top_in_probability_units():
+    fig = figures.top_k_bars([("church", 0.7), ("tench", 0.2), ("parachute", 0.1)])
+    bar = fig.data[0]
+    assert list(bar.y) == ["parachute", "tench", "church"]  # plotly draws the last bar on top
+    assert tuple(fig.layout.xaxis.range) == (0, 1)
+
+
+def test_profile_figures_draw_each_class_and_this_image():
+    prof = SEProfile(model="se", classes=["a", "b"], images=10,
+                     means={"layer1.0.se.gate": [[0.1, 0.2], [0.3, 0.4]],
+                            "layer4.1.se.gate": [[0.5, 0.6], [0.7, 0.8]]},
+                     specificity={"layer1.0.se.gate": 0.01, "layer4.1.se.gate": 0.6})
+    fig = figures.profile_curves(prof, "layer4.1.se.gate", torch.tensor([0.9, 0.1]))
+    assert [t.name for t in fig.data] == ["a", "b", "this image"]
+    np.testing.assert_allclose(fig.data[2].y, [0.9, 0.1])
+    assert tuple(fig.layout.yaxis.range) == (0, 1) and "0.60" in fig.layout.title.text
+    grid = figures.profile_grid(prof)
+    assert len(grid.data) == 2 * 2 and sum(t.showlegend for t in grid.data) == 2
