@@ -120,11 +120,13 @@ def train(
     resume: bool = False,
     threads: int | None = None,
     stop_after: int | None = None,
+    val_every: int = 10,
     log=print,
 ) -> Path | None:
     """Train ``arch`` on ``train_dir`` and write ``<name>.safetensors`` + ``.json`` into
     ``out_dir``; returns the weights path. ``stop_after`` ends this run after that many
-    epochs of it (the checkpoint is kept; ``resume`` continues) and returns None."""
+    epochs of it (the checkpoint is kept; ``resume`` continues) and returns None.
+    ``val_every``: log val top-1 every that many epochs (it does not change training)."""
     recipe = recipe or Recipe()
     name = name or arch
     if threads:
@@ -188,7 +190,7 @@ def train(
         elapsed += time.perf_counter() - t0
         msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss_sum / seen:.3f} "
                f"train-acc {correct / seen:.3f} {elapsed / 60:.1f} min")
-        if val_data is not None and (epoch + 1) % 5 == 0 and epoch + 1 < recipe.epochs:
+        if val_data is not None and (epoch + 1) % val_every == 0 and epoch + 1 < recipe.epochs:
             msg += f" val-top1 {top1(model, val_data):.4f}"
         log(msg)
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
