@@ -52,7 +52,7 @@ class Recipe:
     label_smoothing: float = 0.1
     warmup_epochs: float = 2.0
     # (epochs, crop size) phases, run in order.
-    phases: list[tuple[int, int]] = field(default_factory=lambda: [(14, 112), (10, 128), (6, 160), (4, 192)])
+    phases: list[tuple[int, int]] = field(default_factory=lambda: [(10, 112), (7, 128), (5, 160), (3, 192)])
     crop_scale: tuple[float, float] = (0.25, 1.0)
     decode_size: int = 224
     eval_size: int = 224
