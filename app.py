@@ -131,11 +131,12 @@ def view_cbam(analyses: dict[str, Analysis]) -> None:
     st.caption(appkit.EXPLAIN["cbam"])
     opacity, cmap = overlay_controls("cbam")
     cols = st.columns(4)
-    bg = figures.image_uri(a.image)
+    bg = figures.image_uri(a.display)
     for i, (path, m) in enumerate(a.cbam_spatial.items()):
         with cols[i % 4]:
-            chart(figures.overlay(a.image, m, f"{figures.short_name(path)} ({m.shape[0]}×{m.shape[1]})",
-                                  opacity=opacity, colorscale=cmap, background=bg), key=f"cbam-s-{path}")
+            chart(figures.overlay(a.display, m, f"{figures.short_name(path)} ({m.shape[0]}×{m.shape[1]})",
+                                  opacity=opacity, colorscale=cmap, background=bg, extent=a.image_size),
+                  key=f"cbam-s-{path}")
     chart(figures.gates_heatmap(a.cbam_channel, "CBAM channel gates of every block"), key="cbam-overview")
     path = st.selectbox("Channel gates of block", list(a.cbam_channel), format_func=figures.short_name,
                         key="cbam-block")
@@ -158,7 +159,7 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
     q = st.session_state.get(query_key, appkit.centre(a.image_size))
     left, right = st.columns([3, 5])
     with left:
-        shown = appkit.marked_image(a.image, q)
+        shown = appkit.marked_image(a.display, q, extent=a.image_size)
         streamlit_image_coordinates(shown, width="stretch", key=click_key, cursor="crosshair",
                                     image_format="JPEG", jpeg_quality=90)
         opacity, cmap = overlay_controls("sa")
@@ -168,8 +169,8 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
             row, col = a.cell(layer, *q)
             st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
                         f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
-            chart(figures.query_panel(a.image, a.query(layer, *q), q, layer, opacity=opacity, colorscale=cmap),
-                  key=f"sa-{layer}")
+            chart(figures.query_panel(a.display, a.query(layer, *q), q, layer, opacity=opacity, colorscale=cmap,
+                                      extent=a.image_size), key=f"sa-{layer}")
 
 
 def view_compare(analyses: dict[str, Analysis]) -> None:
@@ -187,8 +188,8 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
         a = pick_model(analyses, "cbam", "cmp-cbam")
         if a:
             path = list(a.cbam_spatial)[-3]  # layer3.1: 14×14 at 224 px, late enough to be about the object
-            chart(figures.overlay(a.image, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate"),
-                  key="cmp-cbam")
+            chart(figures.overlay(a.display, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate",
+                                  extent=a.image_size), key="cmp-cbam")
     with cols[2]:
         st.subheader("Self-attention: point to point")
         st.caption(appkit.EXPLAIN["self_attn"])
@@ -196,8 +197,7 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
         if a:
             layer = list(a.self_attn)[0]
             q = appkit.centre(a.image_size)
-            chart(figures.overlay(a.image, a.query(layer, *q).mean(0), f"{figures.short_name(layer)}: mean of heads",
-                                  zmax=None, colorbar_title=figures.ATTN_AXIS, query=q), key="cmp-sa")
+            chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size), key="cmp-sa")
             st.caption("Query: the image centre (choose another in the Self-attention view).")
 
 
@@ -229,7 +229,7 @@ def main() -> None:
     if not analyses:
         return
     first = next(iter(analyses.values()))
-    st.sidebar.image(first.image, caption=f"{label} ({first.image_size[0]}×{first.image_size[1]})")
+    st.sidebar.image(first.display, caption=f"{label} ({first.image_size[0]}×{first.image_size[1]})")
     view = st.radio("View", appkit.VIEWS, horizontal=True, key="view", label_visibility="collapsed")
     if view == "Predictions":
         view_predictions(analyses)

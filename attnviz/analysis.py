@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from .capture import capture
-from .image import ImageSource, feature_cell, grid_to_image, load_image, prepare
+from .image import ImageSource, display_image, feature_cell, grid_to_image, open_image, prepare
 from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_model
 
 
@@ -27,6 +28,10 @@ class Analysis:
     - ``self_attn``: attention layer path -> (heads, N, N), N = H*W, rows sum to 1;
       ``self_attn_grid`` gives each layer's (H, W).
     Keys are the paths of the hooked modules (``layer1.0.se.gate``, ...).
+
+    Pixel coordinates (``cell``, ``query``, ``to_image``) are those of the original
+    image, ``image_size``, also when ``image`` (what the model saw, squashed) was
+    downscaled on load to the pixel budget.
     """
 
     image: Image.Image
@@ -40,11 +45,19 @@ class Analysis:
     self_attn: dict[str, torch.Tensor] = field(default_factory=dict)
     self_attn_grid: dict[str, tuple[int, int]] = field(default_factory=dict)
     meta: WeightsMeta | None = None
+    original_size: tuple[int, int] | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """(width, height) of the image the maps refer to."""
-        return self.image.size
+        """(width, height) of the original image (upright): the pixel coordinates of
+        ``cell``, ``query`` and ``to_image``."""
+        return self.original_size or self.image.size
+
+    @cached_property
+    def display(self) -> Image.Image:
+        """A copy of the image at most ``image.DISPLAY_MAX_SIDE`` px, for drawing:
+        made once, so that redrawing a figure (a click) never resizes a large photo."""
+        return display_image(self.image)
 
     def top_k(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most probable classes as (name, probability), best first."""
@@ -80,7 +93,8 @@ class Analysis:
         """Memory held by the tensors and the image (for bounded caches)."""
         tensors = [self.probs, *self.se.values(), *self.cbam_channel.values(),
                    *self.cbam_spatial.values(), *self.self_attn.values()]
-        return sum(t.numel() * t.element_size() for t in tensors) + self.image.width * self.image.height * 3
+        images = [self.image, *([self.__dict__["display"]] if "display" in self.__dict__ else [])]
+        return sum(t.numel() * t.element_size() for t in tensors) + sum(i.width * i.height * 3 for i in images)
 
 
 def _grid_of(n: int, size: int) -> tuple[int, int]:
@@ -108,14 +122,14 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
     size = int(size or (meta.input_size if meta else 224))
     if not 32 <= size <= 1024:
         raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
-    im = load_image(image)
+    im, original_size = open_image(image)
     x = prepare(im, size, meta.mean if meta else IMAGENET_MEAN, meta.std if meta else IMAGENET_STD)
     with torch.inference_mode(), capture(model) as maps:
         logits = model(x)
     probs = logits.float().softmax(-1)[0]
     classes = list(meta.classes) if meta else [f"class {i}" for i in range(len(probs))]
     result = Analysis(image=im, model_name=meta.name if meta else type(model).__name__,
-                      classes=classes, size=size, probs=probs, meta=meta)
+                      classes=classes, size=size, probs=probs, meta=meta, original_size=original_size)
     for path, t in maps.of_kind("se").items():
         result.se[path] = t[0, :, 0, 0]
     for path, t in maps.of_kind("cbam_channel").items():

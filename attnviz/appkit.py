@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from .figures import display_image
+from .image import display_image
 
 VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Compare", "Export")
 
@@ -34,10 +34,13 @@ def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[float, float]
     return min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
 
 
-def marked_image(im: Image.Image, xy: tuple[float, float], max_side: int = CLICK_WIDTH) -> Image.Image:
-    """A display copy of ``im`` with a cross-hair on pixel ``xy`` of the original."""
+def marked_image(im: Image.Image, xy: tuple[float, float], max_side: int = CLICK_WIDTH,
+                 extent: tuple[int, int] | None = None) -> Image.Image:
+    """A display copy of ``im`` with a cross-hair on pixel ``xy`` of the original
+    image, whose (width, height) is ``extent`` (default: ``im``'s own size)."""
+    width, height = extent or im.size
     shown = display_image(im, max_side).copy()
-    sx, sy = xy[0] * shown.width / im.width, xy[1] * shown.height / im.height
+    sx, sy = xy[0] * shown.width / width, xy[1] * shown.height / height
     draw = ImageDraw.Draw(shown)
     r = max(6, shown.width // 40)
     for colour, w in (("black", 5), ("white", 2)):

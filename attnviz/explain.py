@@ -23,12 +23,13 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[s
         figs["cbam_channel_overview"] = figures.gates_heatmap(a.cbam_channel, "CBAM channel gates, all blocks")
     for path, m in a.cbam_spatial.items():
         figs[f"cbam_spatial_{figures.short_name(path)}"] = figures.overlay(
-            a.image, m, f"CBAM spatial gate {figures.short_name(path)}")
+            a.display, m, f"CBAM spatial gate {figures.short_name(path)}", extent=a.image_size)
     if a.self_attn:
         width, height = a.image_size
         q = query if query is not None else ((width - 1) / 2, (height - 1) / 2)
         for layer in a.self_attn:
-            figs[f"self_attn_{figures.short_name(layer)}"] = figures.query_panel(a.image, a.query(layer, *q), q, layer)
+            figs[f"self_attn_{figures.short_name(layer)}"] = figures.query_panel(
+                a.display, a.query(layer, *q), q, layer, extent=a.image_size)
     return figs
 
 

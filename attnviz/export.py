@@ -44,6 +44,7 @@ def summary(a: Analysis, source: str = "", top: int = 5) -> dict[str, Any]:
             "mean": list(meta.mean) if meta else None,
             "std": list(meta.std) if meta else None,
             "exif_transposed": True,
+            "decoded_size": list(a.image.size),  # smaller than image_size when downscaled on load
         },
         "top5": [{"class": c, "probability": round(p, 6)} for c, p in a.top_k(top)],
         "layers": {

@@ -16,9 +16,10 @@ import plotly.graph_objects as go
 import torch
 from PIL import Image
 
+from .image import DISPLAY_MAX_SIDE, display_image
+
 GATE_AXIS = "gate value (absolute, 0..1)"
 ATTN_AXIS = "attention weight (each query's row sums to 1)"
-DISPLAY_MAX_SIDE = 512
 
 
 def short_name(path: str) -> str:
@@ -80,14 +81,6 @@ def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "") -> go.Figu
     return fig
 
 
-def display_image(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
-    """A copy at most ``max_side`` on its long side, for drawing (not for the model)."""
-    scale = max_side / max(im.size)
-    if scale >= 1:
-        return im
-    return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
-
-
 def image_uri(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> str:
     """The image as a JPEG data URI at display size: a few tens of kB in a figure,
     where a pixel array would be megabytes of JSON."""
@@ -96,14 +89,15 @@ def image_uri(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _draw_overlay(fig: go.Figure, im: Image.Image, z: np.ndarray, *, background: str, opacity: float,
+def _draw_overlay(fig: go.Figure, extent: tuple[int, int], z: np.ndarray, *, background: str, opacity: float,
                   colorscale: str, zmax: float, colorbar: dict | None, query: tuple[float, float] | None,
                   row: int | None = None, col: int | None = None) -> None:
     """Add one map over the image to ``fig`` (in subplot ``row``, ``col``), in the
-    image's own pixel coordinates: cell (r, c) covers x in [c W/w, (c+1) W/w) and y
-    likewise, exactly how ``Analysis.cell`` maps a pixel to a cell."""
+    pixel coordinates of the original image of ``extent`` = (W, H): cell (r, c) covers
+    x in [c W/w, (c+1) W/w) and y likewise, exactly how ``Analysis.cell`` maps a pixel
+    to a cell. ``background`` (a display copy of the image) is stretched over it."""
     h, w = z.shape
-    width, height = im.size
+    width, height = extent
     where = {} if row is None else {"row": row, "col": col}
     fig.add_trace(go.Heatmap(
         z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2, dy=height / h, zmin=0, zmax=zmax,
@@ -133,15 +127,19 @@ def overlay(
     query: tuple[float, float] | None = None,
     show_colorbar: bool = True,
     background: str | None = None,
+    extent: tuple[int, int] | None = None,
 ) -> go.Figure:
     """A (h, w) map drawn over the image it was computed from. ``zmax=None`` scales
     colours from 0 to the map's largest value. ``query`` marks a pixel.
-    ``background``: the image's ``image_uri``, when the caller already has it."""
+    ``background``: the image's ``image_uri``, when the caller already has it.
+    ``extent``: (width, height) of the original image, the coordinates of ``query``
+    and of the axes, when ``im`` is a smaller copy of it (``Analysis.display``)."""
     z = _as_numpy(grid_map).astype(float)
     fig = go.Figure()
     colorbar = dict(title=dict(text=colorbar_title, side="right"), thickness=14) if show_colorbar else None
-    _draw_overlay(fig, im, z, background=background or image_uri(im), opacity=opacity, colorscale=colorscale,
-                  zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query)
+    _draw_overlay(fig, extent or im.size, z, background=background or image_uri(im), opacity=opacity,
+                  colorscale=colorscale, zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar,
+                  query=query)
     fig.update_layout(title=title, margin=dict(l=0, r=0, t=40 if title else 0, b=0), height=360)
     return fig
 
@@ -154,11 +152,13 @@ def query_panel(
     *,
     opacity: float = 0.6,
     colorscale: str = "Jet",
+    extent: tuple[int, int] | None = None,
 ) -> go.Figure:
     """For one query pixel and one self-attention layer, one figure: the mean over
     heads (large, left) and each head (small, right), overlaid on the image. ``maps``
     is (heads, h, w). One colour scale from 0 to the largest weight among them, so
-    heads compare honestly; the colour bar says what the values are."""
+    heads compare honestly; the colour bar says what the values are. ``extent`` as
+    in ``overlay``."""
     from plotly.subplots import make_subplots
 
     m = _as_numpy(maps).astype(float)
@@ -174,11 +174,27 @@ def query_panel(
     bg = image_uri(im)
     common = dict(background=bg, opacity=opacity, colorscale=colorscale, zmax=zmax, query=query)
     colorbar = dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0)
-    _draw_overlay(fig, im, m.mean(0), colorbar=colorbar, row=1, col=1, **common)
+    extent = extent or im.size
+    _draw_overlay(fig, extent, m.mean(0), colorbar=colorbar, row=1, col=1, **common)
     for i in range(heads):
-        _draw_overlay(fig, im, m[i], colorbar=None, row=1 + i // head_cols, col=2 + i % head_cols, **common)
+        _draw_overlay(fig, extent, m[i], colorbar=None, row=1 + i // head_cols, col=2 + i % head_cols, **common)
     fig.update_layout(title=f"{name}: where the query attends", height=420, margin=dict(l=0, r=0, t=60, b=0))
     return fig
+
+
+def query_mean(
+    im: Image.Image,
+    maps: torch.Tensor | np.ndarray,
+    query: tuple[float, float],
+    layer: str,
+    *,
+    extent: tuple[int, int] | None = None,
+) -> go.Figure:
+    """The compact form of ``query_panel``: only the mean over heads of the (heads, h, w)
+    ``maps``, from 0 to its largest weight, the query marked."""
+    mean = _as_numpy(maps).astype(float).mean(0)
+    return overlay(im, mean, f"{short_name(layer)}: mean of {len(maps)} heads", zmax=None, colorbar_title=ATTN_AXIS,
+                   query=query, extent=extent)
 
 
 def profile_curves(profile, block: str, image_gates: torch.Tensor | np.ndarray | None = None) -> go.Figure:

@@ -9,6 +9,7 @@ letterboxing would show the model grey bars it never saw in training.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -16,13 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from . import limits
 
 ImageSource = str | os.PathLike | bytes | Image.Image
 
 ACCEPTED = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+
+DISPLAY_MAX_SIDE = 512
+"""Long side of the copy of an image that figures draw on (the model sees the full image)."""
 
 
 class ImageError(ValueError):
@@ -81,35 +85,62 @@ def _flatten(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_image(source: ImageSource) -> Image.Image:
-    """Open any image PIL reads (every mode; animated images give their first frame),
-    apply its EXIF orientation, and return it as RGB with at most
-    ``limits.PIXEL_BUDGET`` pixels (larger images are downscaled, keeping the aspect
-    ratio). Raises ``ImageError`` with a one-line message for anything else."""
+def open_image(source: ImageSource) -> tuple[Image.Image, tuple[int, int]]:
+    """``load_image``, and the (width, height) of the image as stored, upright: the
+    coordinate system of the user's pixels, also when the returned image was downscaled."""
     im = _open(source)
     w, h = im.size
     if w < limits.MIN_SIDE or h < limits.MIN_SIDE:
-        raise ImageError(f"the image has no pixels ({w}x{h})")
+        raise ImageError(f"the image has no pixels ({w}x{h}); expected a {ACCEPTED} image")
     if w * h > limits.MAX_DECODE_PIXELS:
         raise ImageError(
             f"the image claims {w}x{h} pixels, more than the {limits.MAX_DECODE_PIXELS // 1_000_000} MP accepted"
         )
-    if im.format == "JPEG" and w * h > limits.PIXEL_BUDGET:
-        # Decode at 1/2, 1/4 or 1/8 scale: the full-size pixels never exist in memory.
-        scale = (w * h / limits.PIXEL_BUDGET) ** 0.5
-        im.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+    if w * h > limits.PIXEL_BUDGET and not isinstance(source, Image.Image):
+        if im.format != "JPEG":
+            # Only JPEG can be decoded at a reduced size; any other format would exist
+            # in memory at full size first.
+            raise ImageError(
+                f"the {im.format} image has {w}x{h} pixels; {im.format} images are accepted up to "
+                f"{limits.PIXEL_BUDGET // 1_000_000} MP (JPEGs up to {limits.MAX_DECODE_PIXELS // 1_000_000} MP, "
+                "downscaled while decoding)"
+            )
+        # draft() decodes at the smallest of the 1/1, 1/2, 1/4, 1/8 scales that is at least
+        # the size asked for, i.e. at most twice its side: asking for half the budget's
+        # side keeps the decoded pixels within the budget.
+        scale = 2 * math.sqrt(w * h / limits.PIXEL_BUDGET)
+        im.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
     try:
+        turned = im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
         im.seek(0)
         im.load()
         im = ImageOps.exif_transpose(im)
         im = _flatten(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"the image is damaged or truncated ({reason})") from None
-    if im.width * im.height > limits.PIXEL_BUDGET:
-        scale = (im.width * im.height / limits.PIXEL_BUDGET) ** 0.5
+        raise ImageError(f"the image is damaged or truncated ({reason}); expected a {ACCEPTED} image") from None
+    if im.width * im.height > limits.PIXEL_BUDGET:  # a PIL image passed in directly
+        scale = math.sqrt(im.width * im.height / limits.PIXEL_BUDGET)
         im = im.resize((max(1, int(im.width / scale)), max(1, int(im.height / scale))), Image.BILINEAR)
-    return im
+    return im, ((h, w) if turned else (w, h))
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Open any image PIL reads (every mode; animated images give their first frame),
+    apply its EXIF orientation, and return it as RGB with at most
+    ``limits.PIXEL_BUDGET`` pixels: JPEGs larger than that are decoded at a reduced
+    scale (keeping the aspect ratio), other formats larger than that are refused, so
+    no decoded image exceeds the budget. Raises ``ImageError`` with a one-line message
+    for anything else."""
+    return open_image(source)[0]
+
+
+def display_image(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    """A copy at most ``max_side`` on its long side, for drawing (not for the model)."""
+    scale = max_side / max(im.size)
+    if scale >= 1:
+        return im
+    return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
 
 
 def squash(im: Image.Image, size: int) -> Image.Image:

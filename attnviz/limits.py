@@ -11,8 +11,9 @@ MAX_DECODE_PIXELS = 100_000_000
 decompression bomb, or too large to be honest)."""
 
 PIXEL_BUDGET = 16_000_000
-"""An accepted image larger than this is downscaled on load (JPEGs while decoding), so
-no decoded image holds more than this many pixels."""
+"""No decoded image holds more than this many pixels: a larger JPEG is decoded at a
+reduced scale (1/2, 1/4 or 1/8), any other larger file is refused (it cannot be decoded
+small), and a larger image passed in as a PIL image is downscaled."""
 
 MIN_SIDE = 1
 """Smallest accepted side, in pixels (a 1x1 image is a valid image)."""

@@ -94,3 +94,16 @@ def test_profile_figures_draw_each_class_and_this_image():
     assert tuple(fig.layout.yaxis.range) == (0, 1) and "0.60" in fig.layout.title.text
     grid = figures.profile_grid(prof)
     assert len(grid.data) == 2 * 2 and sum(t.showlegend for t in grid.data) == 2
+
+
+def test_a_display_copy_is_drawn_in_the_original_image_coordinates():
+    shown = Image.new("RGB", (60, 40))  # a display copy of a 3000 x 2000 photo
+    fig = figures.overlay(shown, np.zeros((4, 6)), query=(2999.0, 10.0), extent=(3000, 2000))
+    hm = _heatmaps(fig)[0]
+    assert (hm.dx, hm.dy) == (500, 500)
+    assert tuple(fig.layout.xaxis.range) == (0, 3000) and fig.layout.images[0].sizex == 3000
+    assert fig.data[1].x[0] == 2999.0
+    mean = figures.query_mean(shown, torch.ones(2, 4, 6) / 24, (5.0, 5.0), "layer3.1.attn.softmax",
+                              extent=(3000, 2000))
+    np.testing.assert_allclose(np.asarray(_heatmaps(mean)[0].z), 1 / 24)
+    assert "mean of 2 heads" in mean.layout.title.text

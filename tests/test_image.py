@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from attnviz import limits
-from attnviz.image import ImageError, feature_cell, grid_to_image, load_image
+from attnviz.image import ImageError, feature_cell, grid_to_image, load_image, open_image
 
 from .conftest import noise_image
 
@@ -78,11 +78,22 @@ def test_decompression_bomb_is_refused_before_decoding():
         load_image(data)
 
 
-def test_large_honest_image_is_downscaled_to_the_pixel_budget(monkeypatch):
+@pytest.mark.parametrize("size", [(400, 100), (120, 100), (2000, 30)])
+def test_a_jpeg_over_the_pixel_budget_is_decoded_within_it(monkeypatch, size):
+    # (120, 100) is only 1.2 budgets: decoding at full scale and shrinking afterwards
+    # would hold more than the budget, if only for a moment.
     monkeypatch.setattr(limits, "PIXEL_BUDGET", 10_000)
-    for fmt in ["JPEG", "PNG"]:
-        im = load_image(_bytes(noise_image(400, 100), fmt))
-        assert im.width * im.height <= 10_000 and abs(im.width / im.height - 4) < 0.2
+    im, original = open_image(_bytes(noise_image(*size), "JPEG"))
+    assert im.width * im.height <= 10_000 and original == size
+    assert im.width / im.height == pytest.approx(size[0] / size[1], rel=0.1)
+
+
+def test_other_formats_over_the_pixel_budget_are_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(limits, "PIXEL_BUDGET", 10_000)
+    with pytest.raises(ImageError, match=r"PNG image has 400x100 pixels; PNG images are accepted up to") as exc:
+        load_image(_bytes(noise_image(400, 100), "PNG"))
+    assert "JPEG" in str(exc.value) and "\n" not in str(exc.value)
+    assert load_image(_bytes(noise_image(100, 100), "PNG")).size == (100, 100)  # at the budget: fine
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path):

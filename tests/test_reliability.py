@@ -106,6 +106,21 @@ def test_a_large_honest_jpeg_is_decoded_small(monkeypatch):
     assert im.width * im.height <= 250_000 and im.size[0] / im.size[1] == pytest.approx(1.5, rel=0.02)
 
 
+def test_a_downscaled_photo_keeps_the_pixel_coordinates_of_the_original(sa, monkeypatch):
+    monkeypatch.setattr(limits, "PIXEL_BUDGET", 250_000)
+    a = attnviz.analyze(_encode(noise_image(2400, 1600), "JPEG", quality=60), sa)
+    assert a.image.width * a.image.height <= 250_000
+    assert a.image_size == (2400, 1600)  # what the user's pixels refer to
+    layer = "layer2.1.attn.softmax"
+    h, w = a.self_attn_grid[layer]
+    for x, y in [(0, 0), (2399, 1599), (1234, 321)]:
+        row, col = feature_cell(x, y, (2400, 1600), (h, w))
+        assert a.cell(layer, x, y) == (row, col)
+        torch.testing.assert_close(a.query(layer, x, y), a.self_attn[layer][:, row * w + col].reshape(-1, h, w))
+    assert max(a.display.size) <= 512
+    assert export.summary(a)["image_size"] == [2400, 1600]
+
+
 def test_exif_rotated_photos_are_shown_upright(sa):
     im = Image.new("RGB", (60, 30), (255, 0, 0))
     im.paste((0, 0, 255), (0, 0, 30, 30))  # blue on the left half
