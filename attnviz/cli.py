@@ -81,7 +81,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     for src in tqdm([Path(p) for p in args.images], desc="explain", unit="img", disable=args.quiet or None):
         try:
             explain_one(src, model, out, _unique_stem(src, seen), query=query, size=args.size, png=not args.no_png)
-        except (ImageError, ValueError) as exc:
+        except (ImageError, ValueError, OSError) as exc:  # OSError: this image's outputs could not be written
             failed += 1
             tqdm.write(f"attnviz: error: {src}: {exc}", file=sys.stderr)
     if failed:
@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_VAR] = os.pathsep.join(filter(None, [os.environ.get(ENV_VAR), args.weights_dir]))
     try:
         return args.func(args)
-    except (UsageError, ImageError, WeightsError, FileNotFoundError, NotADirectoryError, KeyError, ValueError) as exc:
+    # OSError: an unwritable --out, a full disk, a missing directory.
+    except (UsageError, ImageError, WeightsError, OSError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         _fail(str(msg))
         return 2

@@ -93,3 +93,13 @@ def test_unknown_model_and_bad_query_are_one_line(tiny_env, tmp_path, jpeg_file)
     r = run_cli("explain", jpeg_file, "--model", "tiny_sa_resnet18", "--out", tmp_path, "--query", "5000,1",
                 "--no-png", env_dir=tiny_env)
     assert r.returncode == 1 and "outside the 120x80 image" in r.stderr
+
+
+def test_an_unusable_output_directory_is_one_line(tiny_env, tmp_path, jpeg_file, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    status = main(["explain", str(jpeg_file), "--model", "tiny_sa_resnet18", "--out", str(blocker / "out"),
+                   "--no-png", "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("attnviz: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -202,6 +201,7 @@ def test_an_interrupted_explain_leaves_no_half_written_file(tiny_env, tmp_path, 
 
 
 def test_limits_are_the_same_in_the_app_config_and_the_docker_config():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
     for path in [ROOT / ".streamlit" / "config.toml", ROOT / "deploy" / "streamlit.toml"]:
         cfg = tomllib.loads(path.read_text())
         assert cfg["server"]["maxUploadSize"] == limits.MAX_UPLOAD_MB, path
