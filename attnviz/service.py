@@ -36,9 +36,9 @@ class ModelRegistry:
 
     def __init__(self, upload_dir: Path | None = None, max_uploads: int = limits.MAX_UPLOADED_MODELS) -> None:
         self._lock = threading.Lock()
-        self._models: dict[Path, nn.Module] = {}
+        self._models: dict[Path | str, nn.Module] = {}  # by weights path, or "upload:<sha256>"
         self._profiles: dict[Path, SEProfile | None] = {}
-        self._uploads: OrderedDict[str, Path] = OrderedDict()
+        self._uploads: OrderedDict[str, str] = OrderedDict()
         self._upload_dir = Path(upload_dir or Path(tempfile.gettempdir()) / "attnviz-uploads")
         self._max_uploads = max_uploads
 
@@ -47,7 +47,7 @@ class ModelRegistry:
         listed by the session that uploaded them."""
         return sorted(find_weights())
 
-    def _path(self, name: str) -> Path:
+    def _path(self, name: str) -> Path | str:
         with self._lock:
             if name in self._uploads:
                 return self._uploads[name]
@@ -59,20 +59,22 @@ class ModelRegistry:
     def add_upload(self, weights: bytes, metadata: bytes) -> str:
         """Verify and load a user's ``.safetensors`` + ``.json`` pair; returns the name
         it is known by. Raises ``WeightsError`` (one line) for anything that does not
-        match its metadata. At most ``max_uploads`` uploaded models are kept."""
+        match its metadata. At most ``max_uploads`` uploaded models are kept, in memory
+        only: the files are written to a private temporary folder, loaded, and deleted."""
         if len(weights) > limits.MAX_FILE_BYTES or len(metadata) > limits.MAX_FILE_BYTES:
             raise WeightsError(f"weights and metadata must each be at most {limits.MAX_UPLOAD_MB} MB")
-        digest = hashlib.sha256(weights).hexdigest()
-        folder = self._upload_dir / digest[:32]
-        folder.mkdir(parents=True, exist_ok=True)
-        st_path = folder / "model.safetensors"
-        st_path.write_bytes(weights)
-        st_path.with_suffix(".json").write_bytes(metadata)
-        model, meta = load_pair(st_path)  # hash, architecture, names and shapes checked here
+        self._upload_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="upload-", dir=self._upload_dir) as tmp:
+            st_path = Path(tmp) / "model.safetensors"
+            st_path.write_bytes(weights)
+            st_path.with_suffix(".json").write_bytes(metadata)
+            model, meta = load_pair(st_path)  # hash, architecture, names and shapes checked here
+        digest = hashlib.sha256(weights + b"\0" + metadata).hexdigest()
         name = f"{meta.name} (uploaded {digest[:8]})"
+        key = f"upload:{digest}"
         with self._lock:
-            self._models[st_path] = model
-            self._uploads[name] = st_path
+            self._models[key] = model
+            self._uploads[name] = key
             self._uploads.move_to_end(name)
             while len(self._uploads) > self._max_uploads:
                 _, old = self._uploads.popitem(last=False)
@@ -87,6 +89,8 @@ class ModelRegistry:
         path = self._path(name)
         with self._lock:
             if path not in self._models:
+                if isinstance(path, str):  # evicted by newer uploads since _path looked
+                    raise WeightsError(f"{name} is no longer loaded (newer uploads replaced it); upload it again")
                 self._models[path] = load_pair(path)[0]
             return self._models[path]
 
@@ -94,8 +98,12 @@ class ModelRegistry:
         return self.get(name).attnviz_meta
 
     def profile(self, name: str) -> SEProfile | None:
-        """The SE class profile shipped next to the model's weights, read once."""
-        path = profile_path(self._path(name))
+        """The SE class profile shipped next to the model's weights, read once
+        (uploaded models have none)."""
+        where = self._path(name)
+        if isinstance(where, str):
+            return None
+        path = profile_path(where)
         with self._lock:
             if path not in self._profiles:
                 self._profiles[path] = SEProfile.from_json(path) if path.is_file() else None

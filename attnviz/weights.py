@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -148,9 +148,14 @@ def load_pair(st_path: Path) -> tuple[nn.Module, WeightsMeta]:
     if not meta.sha256:
         raise WeightsError(f"{st_path.with_suffix('.json').name}: no sha256 of the weights file")
     try:
+        with safe_open(str(st_path), framework="pt") as f:
+            saved_arch = (f.metadata() or {}).get("arch")
         state = load_file(str(st_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{st_path.name}: not a readable safetensors file ({exc})") from None
+    if saved_arch and saved_arch != meta.arch:  # files written by save_pair say what they hold
+        raise WeightsError(f"{st_path.name} holds a {saved_arch} but its metadata says {meta.arch}: "
+                           "architecture mismatch")
     model = build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
     check_state_dict(model, state, st_path.name)
     model.load_state_dict(state, strict=True)

@@ -80,10 +80,25 @@ def test_an_uploaded_pair_that_does_not_match_its_metadata_is_refused(tiny_weigh
         reg.add_upload(weights[:-1] + bytes([weights[-1] ^ 1]), meta)
     wrong_arch = json.loads(meta)
     wrong_arch["arch"] = "se_resnet18"
-    with pytest.raises(WeightsError, match="does not match its metadata"):
+    with pytest.raises(WeightsError, match="holds a cbam_resnet18 but its metadata says se_resnet18"):
         reg.add_upload(weights, json.dumps(wrong_arch).encode())
     with pytest.raises(WeightsError, match="not readable JSON"):
         reg.add_upload(weights, b"{")
+    assert list(tmp_path.iterdir()) == []  # nothing of a refused upload stays on disk
+
+
+def test_uploads_leave_no_files_and_pairs_differing_in_metadata_stay_apart(tiny_weights_dir, tmp_path):
+    import json
+
+    reg = ModelRegistry(upload_dir=tmp_path)
+    weights, meta = _pair_bytes(tiny_weights_dir)
+    renamed = json.loads(meta)
+    renamed["classes"] = ["x", "y", "z"]
+    first = reg.add_upload(weights, meta)
+    second = reg.add_upload(weights, json.dumps(renamed).encode())
+    assert first != second and list(tmp_path.iterdir()) == []
+    assert reg.meta(first).classes == ["alpha", "beta", "gamma"] and reg.meta(second).classes == ["x", "y", "z"]
+    assert reg.profile(first) is None
 
 
 def test_uploaded_models_are_bounded(tiny_weights_dir, tmp_path):

@@ -46,11 +46,25 @@ def test_a_changed_weights_file_is_refused_by_its_hash(tmp_path):
         load_pair(path)
 
 
-def test_architecture_mismatch_names_the_tensors(tmp_path):
+def test_architecture_mismatch_is_named(tmp_path):
     path = _pair(tmp_path)
     meta = json.loads(path.with_suffix(".json").read_text())
     meta["arch"] = "cbam_resnet18"
     path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="holds a se_resnet18 but its metadata says cbam_resnet18: architecture"):
+        load_pair(path)
+
+
+def test_architecture_mismatch_without_a_header_names_the_tensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from attnviz.weights import sha256_of
+
+    path = tmp_path / "m.safetensors"
+    save_file(tiny_model("se_resnet18").state_dict(), str(path))  # a user's file: no attnviz header
+    meta = tiny_meta("cbam_resnet18", "m")
+    meta.sha256 = sha256_of(path)
+    path.with_suffix(".json").write_text(meta.to_json())
     with pytest.raises(WeightsError, match="missing.*cbam|unexpected.*se"):
         load_pair(path)
 
