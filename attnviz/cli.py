@@ -67,25 +67,42 @@ def _unique_stem(path: Path, seen: set[str]) -> str:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    import torch
     from tqdm import tqdm
 
     from .explain import explain_one
     from .weights import load_model
 
     query = _parse_xy(args.query)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     model = load_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
+    jobs = [(src, _unique_stem(src, seen)) for src in map(Path, args.images)]
+    threads = torch.get_num_threads()
+    # One shared model (captures are per thread); the cores are split between the workers.
+    torch.set_num_threads(max(1, threads // args.workers))
     failed = 0
-    for src in tqdm([Path(p) for p in args.images], desc="explain", unit="img", disable=args.quiet or None):
-        try:
-            explain_one(src, model, out, _unique_stem(src, seen), query=query, size=args.size, png=not args.no_png)
-        except (ImageError, ValueError, OSError) as exc:  # OSError: this image's outputs could not be written
-            failed += 1
-            tqdm.write(f"attnviz: error: {src}: {exc}", file=sys.stderr)
+    pool = ThreadPoolExecutor(args.workers)
+    try:
+        futures = {pool.submit(explain_one, src, model, out, stem, query=query, size=args.size,
+                               png=not args.no_png): src for src, stem in jobs}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="explain", unit="img",
+                        disable=args.quiet or None):
+            try:
+                fut.result()
+            except (ImageError, ValueError, OSError) as exc:  # OSError: its outputs could not be written
+                failed += 1
+                tqdm.write(f"attnviz: error: {futures[fut]}: {exc}", file=sys.stderr)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C: finish the images under way, start no more
+        torch.set_num_threads(threads)
     if failed:
-        _fail(f"{failed} of {len(args.images)} images failed; the others were written to {out}")
+        _fail(f"{failed} of {len(jobs)} images failed; the others were written to {out}")
         return 1
     return 0
 
@@ -168,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, help="model input size (default: the model's)")
     e.add_argument("--no-png", action="store_true", help="write only the .npz and .json")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--workers", type=int, default=1,
+                   help="images analysed at once, sharing one model and the CPU cores (default 1)")
     e.add_argument("--weights-dir", help="also load weights pairs from this directory")
     e.set_defaults(func=_cmd_explain)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -33,15 +34,20 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[s
     return figs
 
 
+_KALEIDO = threading.Lock()
+
+
 def write_pngs(figs: dict[str, go.Figure], out: Path, stem: str) -> list[Path]:
     """Render figures to ``<stem>_<label>.png`` (plotly + kaleido, which drives a
-    local Chromium). Written atomically, one browser for the whole batch."""
+    local Chromium). Written atomically, one browser for the whole batch; one batch
+    at a time, also when ``explain --workers`` analyses several images at once."""
     import plotly.io as pio
 
     paths = [out / f"{stem}_{label}.png" for label in figs]
     tmps = [p.with_name(f".{p.stem}.tmp.png") for p in paths]
     try:
-        pio.write_images(list(figs.values()), tmps, width=720, scale=1)
+        with _KALEIDO:
+            pio.write_images(list(figs.values()), tmps, width=720, scale=1)
     except Exception as exc:  # kaleido's errors (no browser, browser crashed) have no common base
         for tmp in tmps:
             tmp.unlink(missing_ok=True)

@@ -103,3 +103,24 @@ def test_an_unusable_output_directory_is_one_line(tiny_env, tmp_path, jpeg_file,
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("attnviz: error: ") and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_workers_write_the_same_outputs_and_still_report_bad_files(tiny_env, tmp_path, capsys):
+    imgs = []
+    for i in range(5):
+        p = tmp_path / f"img{i}.png"
+        noise_image(50 + 7 * i, 40 + 3 * i, seed=i).save(p)
+        imgs.append(p)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    args = [*map(str, imgs), str(bad), "--model", "tiny_sa_resnet18", "--no-png", "--quiet"]
+    assert main(["explain", *args, "--out", str(tmp_path / "one")]) == 1
+    assert main(["explain", *args, "--out", str(tmp_path / "two"), "--workers", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("bad.jpg: not a readable image") == 2 and err.count("1 of 6 images failed") == 2
+    for i in range(5):
+        with np.load(tmp_path / "one" / f"img{i}.npz") as a, np.load(tmp_path / "two" / f"img{i}.npz") as b:
+            assert a.files == b.files
+            for k in a.files:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert main(["explain", *args, "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
