@@ -183,6 +183,7 @@ def save_pair(model: nn.Module, meta: WeightsMeta, directory: Path) -> Path:
     tmp = st_path.with_suffix(".safetensors.tmp")
     save_file(state, str(tmp), metadata={"arch": meta.arch, "name": meta.name})
     meta.sha256 = sha256_of(tmp)
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; a container's unprivileged user must read it
     os.replace(tmp, st_path)
     json_tmp = st_path.with_suffix(".json.tmp")
     json_tmp.write_text(meta.to_json())
