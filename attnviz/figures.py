@@ -89,30 +89,40 @@ def image_uri(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _draw_overlay(fig: go.Figure, extent: tuple[int, int], z: np.ndarray, *, background: str, opacity: float,
-                  colorscale: str, zmax: float, colorbar: dict | None, query: tuple[float, float] | None,
-                  row: int | None = None, col: int | None = None) -> None:
-    """Add one map over the image to ``fig`` (in subplot ``row``, ``col``), in the
-    pixel coordinates of the original image of ``extent`` = (W, H): cell (r, c) covers
-    x in [c W/w, (c+1) W/w) and y likewise, exactly how ``Analysis.cell`` maps a pixel
-    to a cell. ``background`` (a display copy of the image) is stretched over it."""
+HEAD_BACKGROUND_SIDE = 192
+"""Long side of the photo under each head's small map: those subplots are ~120 px wide."""
+
+
+def _overlay_parts(axis: int, extent: tuple[int, int], z: np.ndarray, *, background: str, opacity: float,
+                   colorscale: str, zmax: float, colorbar: dict | None, query: tuple[float, float] | None,
+                   domain: tuple[list[float], list[float]] | None = None) -> tuple[list[dict], dict, dict]:
+    """One map over the image, on axes ``x<axis>``/``y<axis>``: (traces, layout image,
+    layout axes), as plain dicts so that a figure is validated once, not per call.
+
+    Drawn in the pixel coordinates of the original image of ``extent`` = (W, H): cell
+    (r, c) covers x in [c W/w, (c+1) W/w) and y likewise, exactly how ``Analysis.cell``
+    maps a pixel to a cell. ``background`` (a display copy of the image) is stretched
+    over it."""
     h, w = z.shape
     width, height = extent
-    where = {} if row is None else {"row": row, "col": col}
-    fig.add_trace(go.Heatmap(
-        z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2, dy=height / h, zmin=0, zmax=zmax,
-        colorscale=colorscale, opacity=opacity, showscale=colorbar is not None, colorbar=colorbar,
-        hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{z:.4f}<extra></extra>",
-    ), **where)
-    xref, yref = fig.data[-1].xaxis or "x", fig.data[-1].yaxis or "y"  # the subplot's axes
-    fig.add_layout_image(source=background, xref=xref, yref=yref, x=0, y=0, sizex=width, sizey=height,
-                         xanchor="left", yanchor="top", sizing="stretch", layer="below")
+    n = "" if axis == 1 else str(axis)
+    traces = [dict(
+        type="heatmap", xaxis=f"x{n}", yaxis=f"y{n}", z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2,
+        dy=height / h, zmin=0, zmax=zmax, colorscale=colorscale, opacity=opacity, showscale=colorbar is not None,
+        colorbar=colorbar, hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{z:.4f}<extra></extra>",
+    )]
     if query is not None:
-        fig.add_trace(go.Scatter(x=[query[0]], y=[query[1]], mode="markers", hoverinfo="skip", showlegend=False,
-                                 marker=dict(symbol="x", size=12, color="white", line=dict(width=2, color="black"))),
-                      **where)
-    fig.update_xaxes(visible=False, range=[0, width], constrain="domain", **where)
-    fig.update_yaxes(visible=False, range=[height, 0], scaleanchor=xref, constrain="domain", **where)
+        traces.append(dict(type="scatter", xaxis=f"x{n}", yaxis=f"y{n}", x=[query[0]], y=[query[1]], mode="markers",
+                           hoverinfo="skip", showlegend=False,
+                           marker=dict(symbol="x", size=12, color="white", line=dict(width=2, color="black"))))
+    image = dict(source=background, xref=f"x{n}", yref=f"y{n}", x=0, y=0, sizex=width, sizey=height,
+                 xanchor="left", yanchor="top", sizing="stretch", layer="below")
+    xaxis = dict(visible=False, range=[0, width], constrain="domain")
+    yaxis = dict(visible=False, range=[height, 0], scaleanchor=f"x{n}", constrain="domain", constraintoward="top")
+    if domain is not None:
+        xaxis["domain"], yaxis["domain"] = domain
+    axes = {f"xaxis{n}": xaxis, f"yaxis{n}": yaxis}
+    return traces, image, axes
 
 
 def overlay(
@@ -135,13 +145,12 @@ def overlay(
     ``extent``: (width, height) of the original image, the coordinates of ``query``
     and of the axes, when ``im`` is a smaller copy of it (``Analysis.display``)."""
     z = _as_numpy(grid_map).astype(float)
-    fig = go.Figure()
     colorbar = dict(title=dict(text=colorbar_title, side="right"), thickness=14) if show_colorbar else None
-    _draw_overlay(fig, extent or im.size, z, background=background or image_uri(im), opacity=opacity,
-                  colorscale=colorscale, zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar,
-                  query=query)
-    fig.update_layout(title=title, margin=dict(l=0, r=0, t=40 if title else 0, b=0), height=360)
-    return fig
+    traces, image, axes = _overlay_parts(
+        1, extent or im.size, z, background=background or image_uri(im), opacity=opacity, colorscale=colorscale,
+        zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query)
+    return go.Figure(data=traces, layout=dict(
+        title=title, margin=dict(l=0, r=0, t=40 if title else 0, b=0), height=360, images=[image], **axes))
 
 
 def query_panel(
@@ -155,31 +164,41 @@ def query_panel(
     extent: tuple[int, int] | None = None,
 ) -> go.Figure:
     """For one query pixel and one self-attention layer, one figure: the mean over
-    heads (large, left) and each head (small, right), overlaid on the image. ``maps``
-    is (heads, h, w). One colour scale from 0 to the largest weight among them, so
-    heads compare honestly; the colour bar says what the values are. ``extent`` as
-    in ``overlay``."""
-    from plotly.subplots import make_subplots
+    heads (large, left) and each head (small, right, in two rows), overlaid on the
+    image. ``maps`` is (heads, h, w). One colour scale from 0 to the largest weight
+    among them, so heads compare honestly; the colour bar says what the values are.
+    ``extent`` as in ``overlay``.
 
+    Built in one pass from plain dicts (no ``make_subplots``, no incremental updates):
+    this figure is redrawn on every click, and plotly validates each call."""
     m = _as_numpy(maps).astype(float)
     heads = len(m)
     zmax = float(max(m.max(), m.mean(0).max()))
-    head_cols = (heads + 1) // 2
-    specs = [[{"rowspan": 2}] + [{}] * head_cols, [None] + [{}] * head_cols]
-    name = short_name(layer)
-    titles = [f"mean of {heads} heads"] + [f"head {i}" for i in range(heads)]
-    fig = make_subplots(rows=2, cols=1 + head_cols, specs=specs, subplot_titles=titles,
-                        column_widths=[0.5] + [0.5 / head_cols] * head_cols, horizontal_spacing=0.02,
-                        vertical_spacing=0.08)
-    bg = image_uri(im)
-    common = dict(background=bg, opacity=opacity, colorscale=colorscale, zmax=zmax, query=query)
-    colorbar = dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0)
     extent = extent or im.size
-    _draw_overlay(fig, extent, m.mean(0), colorbar=colorbar, row=1, col=1, **common)
+    head_cols = (heads + 1) // 2
+    gap = 0.02
+    cell_w = (0.5 - gap * head_cols) / head_cols
+    common = dict(opacity=opacity, colorscale=colorscale, zmax=zmax, query=query)
+    colorbar = dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0)
+    parts = [_overlay_parts(1, extent, m.mean(0), background=image_uri(im), colorbar=colorbar,
+                            domain=([0.0, 0.5 - gap], [0.0, 1.0]), **common)]
+    small = image_uri(im, HEAD_BACKGROUND_SIDE)
+    titles = [dict(text=f"mean of {heads} heads", x=(0.5 - gap) / 2, y=1.0)]
     for i in range(heads):
-        _draw_overlay(fig, extent, m[i], colorbar=None, row=1 + i // head_cols, col=2 + i % head_cols, **common)
-    fig.update_layout(title=f"{name}: where the query attends", height=420, margin=dict(l=0, r=0, t=60, b=0))
-    return fig
+        row, col = divmod(i, head_cols)
+        x0 = 0.5 + col * (cell_w + gap)
+        y0 = 0.54 if row == 0 else 0.0
+        parts.append(_overlay_parts(2 + i, extent, m[i], background=small, colorbar=None,
+                                    domain=([x0, x0 + cell_w], [y0, y0 + 0.4]), **common))
+        titles.append(dict(text=f"head {i}", x=x0 + cell_w / 2, y=y0 + 0.4))
+    layout = dict(
+        title=f"{short_name(layer)}: where the query attends", height=420, margin=dict(l=0, r=0, t=60, b=0),
+        images=[image for _, image, _ in parts],
+        annotations=[dict(t, xref="paper", yref="paper", showarrow=False, yanchor="bottom") for t in titles],
+    )
+    for _, _, axes in parts:
+        layout.update(axes)
+    return go.Figure(data=[t for traces, _, _ in parts for t in traces], layout=layout)
 
 
 def query_mean(

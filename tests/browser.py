@@ -77,15 +77,17 @@ def chromium_page(width: int = 1500, height: int = 1100):
 COMPONENT = 'iframe[title="streamlit_image_coordinates.streamlit_image_coordinates"]'
 IMAGE_UPLOADER = "JPEG, PNG"  # the start of the image uploader's label (other uploaders take weights)
 
-# Heatmap z of the first chart that has one (the mean over heads of the first layer),
-# as the figure carries it: a nested list, or plotly's {dtype, bdata, shape} encoding.
-READ_MEAN_MAP = """() => {
+# For every chart on the page that has a heatmap, the z of its first one (in the
+# self-attention view: each layer's mean over heads, in layer order), as the figure
+# carries it: a nested list, or plotly's {dtype, bdata, shape} encoding.
+READ_MEAN_MAPS = """() => {
+  const out = [];
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
     const t = (gd.data || []).find(t => t.type === 'heatmap');
-    if (t) return (t.z && t.z.bdata) ? {dtype: t.z.dtype, bdata: t.z.bdata, shape: String(t.z.shape)}
-                                     : Array.from(t.z, row => Array.from(row));
+    if (t) out.push((t.z && t.z.bdata) ? {dtype: t.z.dtype, bdata: t.z.bdata, shape: String(t.z.shape)}
+                                       : Array.from(t.z, row => Array.from(row)));
   }
-  return null;
+  return out;
 }"""
 
 
@@ -109,19 +111,19 @@ def open_view(page, view: str) -> None:
     page.get_by_role("radiogroup", name="View").get_by_text(view, exact=True).click()
 
 
-def shown_mean_map(page):
-    """The mean attention map the first self-attention chart shows, or None."""
+def shown_mean_maps(page) -> list:
+    """The mean attention map of every self-attention chart on the page, in page order."""
     from .conftest import plotly_array
 
-    raw = page.evaluate(READ_MEAN_MAP)
-    return plotly_array(raw) if raw is not None else None
+    return [plotly_array(raw) for raw in page.evaluate(READ_MEAN_MAPS)]
 
 
-def click_pixel(page, img, reference, layer: str, cx: int, cy: int, timeout: float = 30.0):
+def click_pixel(page, img, reference, cx: int, cy: int, timeout: float = 30.0):
     """Click displayed pixel (cx, cy) of the self-attention view's image and wait until
-    the panel names the original pixel and its chart shows exactly that pixel's mean
-    map from ``reference`` (an ``Analysis`` of the same image and model). Returns the
-    original pixel (x, y) and the map shown."""
+    the whole panel has updated: every layer's line names the original pixel and every
+    layer's chart shows exactly that pixel's mean map from ``reference`` (an
+    ``Analysis`` of the same image and model). Returns the original pixel (x, y) and
+    the maps shown, one per layer."""
     import numpy as np
 
     from attnviz import appkit
@@ -129,14 +131,17 @@ def click_pixel(page, img, reference, layer: str, cx: int, cy: int, timeout: flo
     shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
     width, height = reference.image_size
     x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
-    expected = reference.query(layer, x, y).mean(0).numpy()
+    expected = [reference.query(layer, x, y).mean(0).numpy() for layer in reference.self_attn]
     img.click(position={"x": cx, "y": cy})
-    page.get_by_text(f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}").first.wait_for(timeout=timeout * 1000)
+    lines = page.get_by_text(f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}")
 
     def shows_it() -> bool:
-        # The text and the charts of one rerun arrive one after the other.
-        m = shown_mean_map(page)
-        return m is not None and m.shape == expected.shape and bool(np.allclose(m, expected, atol=1e-7))
+        # The lines and the charts of one rerun arrive one after the other.
+        if lines.count() != len(expected):
+            return False
+        maps = shown_mean_maps(page)
+        return len(maps) == len(expected) and all(
+            m.shape == e.shape and bool(np.allclose(m, e, atol=1e-7)) for m, e in zip(maps, expected))
 
-    wait_until(page, shows_it, f"the attention map of pixel ({x:.0f}, {y:.0f})", timeout)
-    return (x, y), shown_mean_map(page)
+    wait_until(page, shows_it, f"the attention maps of pixel ({x:.0f}, {y:.0f})", timeout)
+    return (x, y), shown_mean_maps(page)

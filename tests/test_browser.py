@@ -39,7 +39,6 @@ def _sa_model_name() -> str:
 def test_clicking_pixels_shows_their_attention_maps(tiny_env):
     photo = sample_images()["cat"]
     reference = attnviz.analyze(photo, attnviz.load_model(_sa_model_name()))
-    layer = next(iter(reference.self_attn))
     width, height = reference.image_size
 
     with app_server({"ATTNVIZ_WEIGHTS_DIR": str(tiny_env)}) as url, chromium_page() as page:
@@ -55,12 +54,14 @@ def test_clicking_pixels_shows_their_attention_maps(tiny_env):
         maps, times = [], []
         for fx, fy in [(0.15, 0.12), (0.7, 0.75), (0.45, 0.4), (0.06, 0.9), (0.9, 0.2), (0.3, 0.6)]:
             t0 = time.perf_counter()
-            (x, y), shown = click_pixel(page, img, reference, layer, round(fx * shown_w), round(fy * shown_h))
+            (x, y), shown = click_pixel(page, img, reference, round(fx * shown_w), round(fy * shown_h))
             times.append(time.perf_counter() - t0)
-            np.testing.assert_allclose(shown, reference.query(layer, x, y).mean(0).numpy(), rtol=1e-5, atol=1e-7)
-            row, col = reference.cell(layer, x, y)
-            page.get_by_text(f"cell (row {row}, col {col})").first.wait_for(timeout=10_000)
-            maps.append(shown)
+            assert len(shown) == len(reference.self_attn) == 2  # both layers updated
+            for m, name in zip(shown, reference.self_attn):
+                np.testing.assert_allclose(m, reference.query(name, x, y).mean(0).numpy(), rtol=1e-5, atol=1e-7)
+                row, col = reference.cell(name, x, y)
+                page.get_by_text(f"cell (row {row}, col {col})").first.wait_for(timeout=10_000)
+            maps.append(shown[0])
 
         assert not np.allclose(maps[0], maps[1])  # the panel changed with the click
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
