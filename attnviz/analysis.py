@@ -122,7 +122,7 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
     size = int(size or (meta.input_size if meta else 224))
     if not 32 <= size <= 1024:
         raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
-    im, original_size = open_image(image)
+    im, original_size = open_image(image, for_size=size)
     x = prepare(im, size, meta.mean if meta else IMAGENET_MEAN, meta.std if meta else IMAGENET_STD)
     with torch.inference_mode(), capture(model) as maps:
         logits = model(x)

@@ -120,6 +120,18 @@ def test_a_downscaled_photo_keeps_the_pixel_coordinates_of_the_original(sa, monk
     assert export.summary(a)["image_size"] == [2400, 1600]
 
 
+def test_a_large_jpeg_is_decoded_only_as_large_as_the_model_and_the_display_need(sa):
+    data = _encode(noise_image(2000, 1500), "JPEG", quality=70)
+    a = attnviz.analyze(data, sa)
+    assert a.image_size == (2000, 1500)
+    assert a.image.size == (1000, 750)  # 1/2 scale: 1/4 would be smaller than the 512 px display copy
+    assert max(a.display.size) == 512
+    assert load_image(data).size == (2000, 1500)  # within the pixel budget: full size unless asked
+    tall = attnviz.analyze(_encode(noise_image(300, 4000), "JPEG"), sa)
+    assert tall.image.size == (75, 1000)  # 1/8 would take its short side under the tiny model's 64 px input
+    assert tall.query("layer3.1.attn.softmax", 299, 3999).shape[0] == 4
+
+
 def test_exif_rotated_photos_are_shown_upright(sa):
     im = Image.new("RGB", (60, 30), (255, 0, 0))
     im.paste((0, 0, 255), (0, 0, 30, 30))  # blue on the left half
