@@ -134,7 +134,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     write_atomic(out / f"{args.model}.profile.json", prof.to_json().encode())
     prof.write_csv(out / f"{args.model}.profile.csv")
     if not args.no_png:
-        write_pngs({"figure": profile_grid(prof)}, out, f"{args.model}.profile")
+        write_pngs({"figure": profile_grid(prof)}, out, f"{args.model}.profile", width=1000)
     print(f"{args.model}: SE class specificity per block ({prof.images} images, {len(prof.classes)} classes)")
     for block, s in prof.specificity.items():
         print(f"  {block:24s} {s:.3f}")

@@ -37,7 +37,7 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[s
 _KALEIDO = threading.Lock()
 
 
-def write_pngs(figs: dict[str, go.Figure], out: Path, stem: str) -> list[Path]:
+def write_pngs(figs: dict[str, go.Figure], out: Path, stem: str, width: int = 720) -> list[Path]:
     """Render figures to ``<stem>_<label>.png`` (plotly + kaleido, which drives a
     local Chromium). Written atomically, one browser for the whole batch; one batch
     at a time, also when ``explain --workers`` analyses several images at once."""
@@ -47,7 +47,8 @@ def write_pngs(figs: dict[str, go.Figure], out: Path, stem: str) -> list[Path]:
     tmps = [p.with_name(f".{p.stem}.tmp.png") for p in paths]
     try:
         with _KALEIDO:
-            pio.write_images(list(figs.values()), tmps, width=720, scale=1)
+            pio.write_images(list(figs.values()), tmps, width=width, height=[f.layout.height for f in figs.values()],
+                             scale=1)
     except Exception as exc:  # kaleido's errors (no browser, browser crashed) have no common base
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
