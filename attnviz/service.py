@@ -20,9 +20,14 @@ from .weights import WeightsError, WeightsMeta, find_weights, load_pair
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 
+DEFAULT_SAMPLE = "temple"
+"""The sample the app opens on: a church, one of the ten classes the shipped models know."""
+
+
 def sample_images() -> dict[str, Path]:
-    """Bundled sample images by display name (see samples/LICENSES.md)."""
-    return {p.stem.replace("_", " "): p for p in sorted(SAMPLES_DIR.glob("*.jpg"))}
+    """Bundled sample images by display name (see samples/LICENSES.md), the default first."""
+    found = {p.stem.replace("_", " "): p for p in sorted(SAMPLES_DIR.glob("*.jpg"))}
+    return dict(sorted(found.items(), key=lambda item: item[0] != DEFAULT_SAMPLE))
 
 
 def image_key(data: bytes) -> str:
