@@ -26,7 +26,9 @@ def tensors(a: Analysis) -> dict[str, np.ndarray]:
 
 def npz_bytes(a: Analysis) -> bytes:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **tensors(a))
+    # Uncompressed: float32 attention matrices shrink ~15 % under zlib at 20x the time
+    # (8.9 vs 10.5 MB, 404 vs 21 ms for sa_resnet18 at 224 px).
+    np.savez(buf, **tensors(a))
     return buf.getvalue()
 
 
