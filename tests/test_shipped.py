@@ -1,0 +1,102 @@
+"""The shipped weights: what users see. Each of the four models is in ``weights/``,
+verified on load, small, as accurate as its metadata and the README say, and the SE
+profile the app draws is there too."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnviz
+from attnviz.evaluate import model_targets
+from attnviz.models import ARCHITECTURES
+from attnviz.profile import SEProfile, profile_path
+from attnviz.train import IMAGENETTE_NAMES, predict
+from attnviz.weights import SHIPPED_DIR, load_pair
+
+ROOT = Path(__file__).resolve().parent.parent
+VAL = ROOT.parent / "shared" / "data" / "imagenette2-224" / "val"
+MAX_FILE_BYTES = 12 * 1000 * 1000  # the target: each weights file <= 12 MB
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """name -> (model, meta) of every shipped pair, loaded and verified."""
+    return {name: load_pair(SHIPPED_DIR / f"{name}.safetensors") for name in ARCHITECTURES}
+
+
+def test_the_four_models_ship_verified_small_and_accurate(shipped):
+    for name, (model, meta) in shipped.items():
+        assert meta.arch == name and meta.width == 32 and meta.input_size == 224
+        assert meta.classes == list(IMAGENETTE_NAMES.values())
+        assert meta.class_ids == list(IMAGENETTE_NAMES)
+        assert (SHIPPED_DIR / f"{name}.safetensors").stat().st_size <= MAX_FILE_BYTES
+        assert meta.metrics["val_images"] == 3925 and meta.metrics["eval_size"] == 224
+        assert meta.metrics["val_top1"] >= 0.88, f"{name}: {meta.metrics['val_top1']}"
+        assert not model.training
+    # Same recipe for all four: only the architecture differs.
+    recipes = [{k: v for k, v in meta.training.items() if k not in ("train_minutes", "threads")}
+               for _, meta in shipped.values()]
+    assert all(r == recipes[0] for r in recipes)
+    assert set(attnviz.available_models()) >= set(ARCHITECTURES)
+
+
+def _readme_results() -> dict[str, float]:
+    """Model -> top-1 (%) as the README's results table states it."""
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([\d.]+) % \|", text, flags=re.M)
+    return {name: float(top1) for name, top1 in rows}
+
+
+def test_readme_table_states_the_measured_accuracy(shipped):
+    stated = _readme_results()
+    assert set(stated) == set(ARCHITECTURES)
+    for name, (_, meta) in shipped.items():
+        assert stated[name] == pytest.approx(100 * meta.metrics["val_top1"], abs=0.005), name
+
+
+@pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/imagenette2-224 beside the repository")
+def test_evaluate_on_the_val_split_reproduces_the_stated_accuracy(shipped):
+    from attnviz.data import decode_folder
+
+    torch.manual_seed(0)
+    data = decode_folder(VAL, 224)
+    for name, (model, meta) in shipped.items():
+        target = model_targets(meta, data)
+        top1 = (predict(model, data, meta.mean, meta.std) == target).float().mean().item()
+        assert round(top1, 4) == pytest.approx(meta.metrics["val_top1"], abs=1e-4), name
+
+
+def test_the_se_profile_of_the_val_split_ships_with_the_se_model(shipped):
+    prof = SEProfile.from_json(profile_path(SHIPPED_DIR / "se_resnet18.safetensors"))
+    model, meta = shipped["se_resnet18"]
+    blocks = [p for p, kind in attnviz.attention_modules(model).items() if kind == "se"]
+    assert list(prof.means) == blocks and prof.images == 3925
+    assert prof.classes == meta.classes
+    for block, rows in prof.means.items():
+        assert len(rows) == 10 and all(0 <= v <= 1 for row in rows for v in row)
+        assert 0 <= prof.specificity[block] <= 1
+
+
+def test_the_app_opens_on_the_shipped_models_with_their_true_predictions(monkeypatch):
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from attnviz.service import sample_images
+    from attnviz.weights import ENV_VAR
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception and not at.error
+    sample = sample_images()[at.selectbox(key="sample").value]
+    charts = at.get("plotly_chart")
+    assert len(charts) == len(ARCHITECTURES)
+    for name, chart in zip(sorted(ARCHITECTURES), charts):  # side by side, in name order
+        bars = json.loads(chart.proto.spec)["data"][0]
+        expected = attnviz.analyze(sample, attnviz.load_model(name)).top_k(5)
+        assert bars["y"][::-1] == [c for c, _ in expected], name
