@@ -9,6 +9,7 @@ from attnviz import appkit, figures, limits
 from attnviz.analysis import Analysis
 from attnviz.export import json_bytes, npz_bytes
 from attnviz.image import ImageError
+from attnviz.live_figure import live_figure
 from attnviz.service import ModelRegistry, ResultCache, image_key, sample_images
 from attnviz.weights import WeightsError
 
@@ -169,8 +170,8 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
             row, col = a.cell(layer, *q)
             st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
                         f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
-            chart(figures.query_panel(a.display, a.query(layer, *q), q, layer, opacity=opacity, colorscale=cmap,
-                                      extent=a.image_size), key=f"sa-{layer}")
+            live_figure(figures.query_panel(a.display, a.query(layer, *q), q, layer, opacity=opacity,
+                                            colorscale=cmap, extent=a.image_size), key=f"sa-{layer}", config=PNG_CONFIG)
 
 
 def view_compare(analyses: dict[str, Analysis]) -> None:

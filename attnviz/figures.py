@@ -81,16 +81,23 @@ def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "") -> go.Figu
     return fig
 
 
-def image_uri(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> str:
-    """The image as a JPEG data URI at display size: a few tens of kB in a figure,
-    where a pixel array would be megabytes of JSON."""
+def jpeg_uri(im: Image.Image, quality: int = 85) -> str:
+    """``im`` as a JPEG data URI, as it is (no resizing)."""
     buf = io.BytesIO()
-    display_image(im, max_side).save(buf, "JPEG", quality=85)
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def image_uri(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> str:
+    """The image as a JPEG data URI at display size: a few tens of kB in a figure,
+    where a pixel array would be megabytes of JSON."""
+    return jpeg_uri(display_image(im, max_side))
+
+
 HEAD_BACKGROUND_SIDE = 192
-"""Long side of the photo under each head's small map: those subplots are ~120 px wide."""
+"""Long side of each head's copy of the photo in ``query_panel``'s mosaic."""
+HEAD_GAP_PX = 6
+"""Gap between the head tiles of the mosaic, in pixels of that photo copy."""
 
 
 def _overlay_parts(axis: int, extent: tuple[int, int], z: np.ndarray, *, background: str, opacity: float,
@@ -153,6 +160,36 @@ def overlay(
         title=title, margin=dict(l=0, r=0, t=40 if title else 0, b=0), height=360, images=[image], **axes))
 
 
+def _tile_edges(n_tiles: int, cells: int, extent: float, gap: float) -> np.ndarray:
+    """Brick edges along one axis of a mosaic of ``n_tiles`` maps of ``cells`` cells,
+    each spanning ``extent`` image pixels, ``gap`` apart: ``cells + 1`` edges per tile;
+    between two tiles one gap brick."""
+    return np.concatenate([k * (extent + gap) + np.arange(cells + 1) * extent / cells for k in range(n_tiles)])
+
+
+def head_mosaic(m: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (heads, h, w) maps laid out as ``rows`` x ``cols`` tiles, one NaN row/column
+    between tiles (and NaN tiles where there are fewer heads than tiles): (z, head),
+    where ``head`` names the head of every cell (-1 in the gaps)."""
+    heads, h, w = m.shape
+    z = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, dtype=m.dtype)
+    head = np.full(z.shape, -1, dtype=np.int8)
+    for i in range(heads):
+        r, c = divmod(i, cols)
+        z[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = m[i]
+        head[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = i
+    return z, head
+
+
+def _photo_mosaic(tile: Image.Image, rows: int, cols: int) -> Image.Image:
+    out = Image.new("RGB", (cols * tile.width + (cols - 1) * HEAD_GAP_PX,
+                            rows * tile.height + (rows - 1) * HEAD_GAP_PX), "white")
+    for r in range(rows):
+        for c in range(cols):
+            out.paste(tile, (c * (tile.width + HEAD_GAP_PX), r * (tile.height + HEAD_GAP_PX)))
+    return out
+
+
 def query_panel(
     im: Image.Image,
     maps: torch.Tensor | np.ndarray,
@@ -164,41 +201,57 @@ def query_panel(
     extent: tuple[int, int] | None = None,
 ) -> go.Figure:
     """For one query pixel and one self-attention layer, one figure: the mean over
-    heads (large, left) and each head (small, right, in two rows), overlaid on the
+    heads (large, left) and every head (a mosaic of tiles, right), overlaid on the
     image. ``maps`` is (heads, h, w). One colour scale from 0 to the largest weight
-    among them, so heads compare honestly; the colour bar says what the values are.
-    ``extent`` as in ``overlay``.
+    among them, so heads compare honestly; the colour bar says what the values are;
+    hovering a cell gives its weight (and its head). ``extent`` as in ``overlay``.
 
-    Built in one pass from plain dicts (no ``make_subplots``, no incremental updates):
-    this figure is redrawn on every click, and plotly validates each call."""
-    m = _as_numpy(maps).astype(float)
-    heads = len(m)
-    zmax = float(max(m.max(), m.mean(0).max()))
-    extent = extent or im.size
-    head_cols = (heads + 1) // 2
-    gap = 0.02
-    cell_w = (0.5 - gap * head_cols) / head_cols
-    common = dict(opacity=opacity, colorscale=colorscale, zmax=zmax, query=query)
+    This figure is redrawn on every click, and Plotly's cost in the browser grows with
+    the number of traces and axes: so the heads are one heatmap over one photo mosaic
+    (not a heatmap, photo and axes per head), and the figure is built from plain dicts
+    in one pass (plotly.py validates each ``update`` call)."""
+    m = _as_numpy(maps).astype(np.float32)  # the weights' own precision: half the JSON of float64
+    heads, h, w = m.shape
+    mean = m.mean(0)
+    zmax = float(max(m.max(), mean.max()))
+    width, height = extent = extent or im.size
+    rows = 2 if heads > 1 else 1
+    cols = -(-heads // rows)
+    tile = display_image(im, HEAD_BACKGROUND_SIDE)
+    tile_w, tile_h = tile.size
+    gap_x, gap_y = HEAD_GAP_PX * width / tile_w, HEAD_GAP_PX * height / tile_h
+    span_x, span_y = cols * width + (cols - 1) * gap_x, rows * height + (rows - 1) * gap_y
+    split = 0.5
     colorbar = dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0)
-    parts = [_overlay_parts(1, extent, m.mean(0), background=image_uri(im), colorbar=colorbar,
-                            domain=([0.0, 0.5 - gap], [0.0, 1.0]), **common)]
-    small = image_uri(im, HEAD_BACKGROUND_SIDE)
-    titles = [dict(text=f"mean of {heads} heads", x=(0.5 - gap) / 2, y=1.0)]
-    for i in range(heads):
-        row, col = divmod(i, head_cols)
-        x0 = 0.5 + col * (cell_w + gap)
-        y0 = 0.54 if row == 0 else 0.0
-        parts.append(_overlay_parts(2 + i, extent, m[i], background=small, colorbar=None,
-                                    domain=([x0, x0 + cell_w], [y0, y0 + 0.4]), **common))
-        titles.append(dict(text=f"head {i}", x=x0 + cell_w / 2, y=y0 + 0.4))
-    layout = dict(
+    traces, mean_image, axes = _overlay_parts(
+        1, extent, mean, background=image_uri(im), colorbar=colorbar, opacity=opacity, colorscale=colorscale,
+        zmax=zmax, query=query, domain=([0.0, split - 0.02], [0.0, 1.0]))
+
+    z, head = head_mosaic(m, rows, cols)
+    tiles = [divmod(i, cols) for i in range(heads)]
+    traces += [
+        dict(type="heatmap", xaxis="x2", yaxis="y2", z=z, customdata=head, x=_tile_edges(cols, w, width, gap_x),
+             y=_tile_edges(rows, h, height, gap_y), zmin=0, zmax=zmax, colorscale=colorscale, opacity=opacity,
+             showscale=False, hoverongaps=False, hovertemplate="head %{customdata}<br>value %{z:.4f}<extra></extra>"),
+        dict(type="scatter", xaxis="x2", yaxis="y2", mode="markers", hoverinfo="skip", showlegend=False,
+             x=[c * (width + gap_x) + query[0] for _, c in tiles],
+             y=[r * (height + gap_y) + query[1] for r, _ in tiles],
+             marker=dict(symbol="x", size=9, color="white", line=dict(width=1.5, color="black"))),
+    ]
+    axes.update(
+        xaxis2=dict(visible=False, range=[0, span_x], constrain="domain", domain=[split + 0.02, 1.0]),
+        yaxis2=dict(visible=False, range=[span_y, 0], scaleanchor="x2", constrain="domain", constraintoward="top",
+                    domain=[0.0, 1.0]))
+    heads_image = dict(source=jpeg_uri(_photo_mosaic(tile, rows, cols)), xref="x2", yref="y2", x=0, y=0,
+                       sizex=span_x, sizey=span_y, xanchor="left", yanchor="top", sizing="stretch", layer="below")
+    labels = [dict(text=f"mean of {heads} heads", xref="paper", yref="paper", x=(split - 0.02) / 2, y=1.0,
+                   showarrow=False, yanchor="bottom")]
+    labels += [dict(text=f"head {i}", xref="x2", yref="y2", x=c * (width + gap_x), y=r * (height + gap_y),
+                    xanchor="left", yanchor="top", showarrow=False, font=dict(size=11),
+                    bgcolor="rgba(255,255,255,0.75)") for i, (r, c) in enumerate(tiles)]
+    return go.Figure(data=traces, layout=dict(
         title=f"{short_name(layer)}: where the query attends", height=420, margin=dict(l=0, r=0, t=60, b=0),
-        images=[image for _, image, _ in parts],
-        annotations=[dict(t, xref="paper", yref="paper", showarrow=False, yanchor="bottom") for t in titles],
-    )
-    for _, _, axes in parts:
-        layout.update(axes)
-    return go.Figure(data=[t for traces, _, _ in parts for t in traces], layout=layout)
+        images=[mean_image, heads_image], annotations=labels, **axes))
 
 
 def query_mean(

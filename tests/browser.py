@@ -77,9 +77,13 @@ def chromium_page(width: int = 1500, height: int = 1100):
 COMPONENT = 'iframe[title="streamlit_image_coordinates.streamlit_image_coordinates"]'
 IMAGE_UPLOADER = "JPEG, PNG"  # the start of the image uploader's label (other uploaders take weights)
 
-# For every chart on the page that has a heatmap, the z of its first one (in the
-# self-attention view: each layer's mean over heads, in layer order), as the figure
-# carries it: a nested list, or plotly's {dtype, bdata, shape} encoding.
+# The self-attention view draws each layer in a live figure (attnviz.live_figure), an
+# iframe that keeps its Plotly chart across reruns.
+LIVE_FIGURE = 'iframe[title="attnviz.live_figure.live_figure"]'
+
+# In one frame, the z of the first heatmap of every chart (in the self-attention view:
+# the layer's mean over heads), as the figure carries it: a nested list, or plotly's
+# {dtype, bdata, shape} encoding.
 READ_MEAN_MAPS = """() => {
   const out = [];
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
@@ -115,7 +119,12 @@ def shown_mean_maps(page) -> list:
     """The mean attention map of every self-attention chart on the page, in page order."""
     from .conftest import plotly_array
 
-    return [plotly_array(raw) for raw in page.evaluate(READ_MEAN_MAPS)]
+    maps = []
+    for frame in page.locator(LIVE_FIGURE).element_handles():  # in page order
+        content = frame.content_frame()
+        if content is not None:
+            maps += [plotly_array(raw) for raw in content.evaluate(READ_MEAN_MAPS)]
+    return maps
 
 
 def click_pixel(page, img, reference, cx: int, cy: int, timeout: float = 30.0):

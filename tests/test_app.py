@@ -38,6 +38,12 @@ def _charts(at):
     return at.get("plotly_chart")
 
 
+def _live_figures(at) -> list[dict]:
+    """The figures of the live charts (attnviz.live_figure) on the page, as JSON."""
+    return [json.loads(json.loads(c.proto.json_args)["figure"]) for c in at.get("component_instance")
+            if c.proto.component_name.endswith("live_figure")]
+
+
 def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     assert app.radio(key="source").value == "Sample"
     assert app.selectbox(key="sample").value == "temple" == next(iter(sample_images()))  # a church
@@ -45,11 +51,12 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     assert not app.error
 
 
-@pytest.mark.parametrize("view, expected", [("SE", 9), ("CBAM", 8 + 2), ("Self-attention", 2), ("Compare", 3)])
-def test_every_view_renders(app, view, expected):
+@pytest.mark.parametrize("view, charts, live", [("SE", 9, 0), ("CBAM", 8 + 2, 0), ("Self-attention", 0, 2),
+                                                ("Compare", 3, 0)])
+def test_every_view_renders(app, view, charts, live):
     app.radio(key="view").set_value(view).run()
     assert not app.exception, app.exception
-    assert len(_charts(app)) == expected
+    assert (len(_charts(app)), len(_live_figures(app))) == (charts, live)
 
 
 def test_upload_is_analysed(app):
@@ -84,7 +91,7 @@ def test_a_simulated_click_moves_the_query_to_that_pixel(app, tiny_weights_dir):
     a = attnviz.analyze(data, attnviz.load_model("tiny_sa_resnet18"))
     row, col = a.cell("layer2.1.attn.softmax", 50, 75)
     assert f"cell (row {row}, col {col}) of 8×8" in text
-    spec = json.loads(_charts(app)[0].proto.spec)
+    spec = _live_figures(app)[0]
     heat = next(t for t in spec["data"] if t["type"] == "heatmap")
     expected = a.query("layer2.1.attn.softmax", 50, 75).mean(0)
     torch.testing.assert_close(torch.from_numpy(plotly_array(heat["z"])).float(), expected)

@@ -58,22 +58,45 @@ def test_overlay_places_each_cell_over_the_pixels_that_map_to_it(size):
 
 def test_query_panel_shows_the_mean_first_then_every_head_on_one_scale():
     rng = np.random.default_rng(1)
-    maps = torch.tensor(rng.random((4, 6, 6)))
+    maps = torch.tensor(rng.random((4, 6, 6)), dtype=torch.float32)
     maps = maps / maps.sum((1, 2), keepdim=True)
     fig = figures.query_panel(Image.new("RGB", (90, 60)), maps, (10.0, 20.0), "layer2.1.attn.softmax")
-    hms = _heatmaps(fig)
-    assert len(hms) == 1 + 4
-    np.testing.assert_allclose(np.asarray(hms[0].z), maps.mean(0).numpy())
-    for i in range(4):
-        np.testing.assert_allclose(np.asarray(hms[1 + i].z), maps[i].numpy())
-    zmax = {h.zmax for h in hms}
-    assert len(zmax) == 1 and zmax.pop() == pytest.approx(float(maps.max()))  # heads compare honestly
-    assert {h.zmin for h in hms} == {0}
-    assert [h.showscale for h in hms] == [True, False, False, False, False]  # one colour bar, named
-    assert "sums to 1" in hms[0].colorbar.title.text
+    mean, heads = _heatmaps(fig)
+    np.testing.assert_allclose(np.asarray(mean.z), maps.mean(0).numpy(), atol=1e-9)
+    # Every head, in a 2 x 2 mosaic with one blank row/column between tiles, each cell
+    # naming its head.
+    z, head = np.asarray(heads.z, dtype=float), np.asarray(heads.customdata)
+    assert z.shape == head.shape == (13, 13)
+    for i, (r, c) in enumerate([(0, 0), (0, 7), (7, 0), (7, 7)]):
+        np.testing.assert_array_equal(z[r : r + 6, c : c + 6], maps[i].numpy())
+        assert (head[r : r + 6, c : c + 6] == i).all()
+    assert np.isnan(z[6]).all() and np.isnan(z[:, 6]).all() and (head[6] == -1).all()
+    assert heads.hoverongaps is False and "head %{customdata}" in heads.hovertemplate
+    # Each tile spans the image's 90 x 60 pixels; tiles are a gap apart.
+    x, y = np.asarray(heads.x), np.asarray(heads.y)
+    assert len(x) == 2 * 7 and len(y) == 2 * 7  # edges: w + 1 per tile
+    assert x[0] == 0 and x[6] == pytest.approx(90) and x[13] - x[7] == pytest.approx(90) and x[7] > 90
+    assert y[0] == 0 and y[6] == pytest.approx(60) and y[13] - y[7] == pytest.approx(60) and y[7] > 60
+    assert (mean.zmin, heads.zmin) == (0, 0)
+    assert mean.zmax == heads.zmax == pytest.approx(float(maps.max()))  # heads compare honestly
+    assert [mean.showscale, heads.showscale] == [True, False]  # one colour bar, named
+    assert "sums to 1" in mean.colorbar.title.text
+    # The query is marked on the mean and on every tile.
     marks = [t for t in fig.data if isinstance(t, go.Scatter)]
-    assert len(marks) == 5 and all((t.x[0], t.y[0]) == (10.0, 20.0) for t in marks)
-    assert len(fig.layout.images) == 5  # the photo under every map
+    assert (marks[0].x[0], marks[0].y[0]) == (10.0, 20.0)
+    np.testing.assert_allclose(marks[1].x, [10, x[7] + 10, 10, x[7] + 10])
+    np.testing.assert_allclose(marks[1].y, [20, 20, y[7] + 20, y[7] + 20])
+    assert len(fig.layout.images) == 2  # the photo under the mean, and its mosaic under the heads
+    assert [a.text for a in fig.layout.annotations] == ["mean of 4 heads", "head 0", "head 1", "head 2", "head 3"]
+
+
+def test_query_panel_with_an_odd_number_of_heads_leaves_the_last_tile_blank():
+    maps = torch.full((3, 2, 2), 0.25)
+    fig = figures.query_panel(Image.new("RGB", (40, 40)), maps, (0.0, 0.0), "layer3.1.attn.softmax")
+    z = np.asarray(_heatmaps(fig)[1].z, dtype=float)
+    assert z.shape == (5, 5) and np.isnan(z[3:, 3:]).all() and (z[:2, :2] == 0.25).all()
+    single = figures.query_panel(Image.new("RGB", (40, 40)), maps[:1], (0.0, 0.0), "layer3.1.attn.softmax")
+    assert np.asarray(_heatmaps(single)[1].z).shape == (2, 2)
 
 
 def test_top_k_bars_best_on_top_in_probability_units():

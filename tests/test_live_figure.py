@@ -1,0 +1,32 @@
+"""The live figure component's files: served from one directory, nothing from a network."""
+
+from __future__ import annotations
+
+import re
+
+from attnviz import live_figure
+
+
+def test_the_frontend_directory_holds_the_page_its_script_and_plotly(tmp_path):
+    served = live_figure.frontend_dir(tmp_path)
+    assert sorted(p.name for p in served.iterdir()) == ["index.html", "main.js", "plotly.min.js"]
+    assert (served / "plotly.min.js").read_bytes() == live_figure.plotly_js().read_bytes()
+    # Every script the page loads is one of those files: relative, no scheme, no host.
+    sources = re.findall(r'src="([^"]+)"', (served / "index.html").read_text())
+    assert sorted(sources) == ["./main.js", "./plotly.min.js"]
+    assert not re.search(r"https?:|fetch\(|import\(", (served / "main.js").read_text())
+    # Built once: a second call finds the same directory and leaves no staging copies.
+    assert live_figure.frontend_dir(tmp_path) == served
+    assert [p.name for p in tmp_path.iterdir()] == [served.name]
+
+
+def test_the_directory_is_named_after_the_content(tmp_path, monkeypatch):
+    first = live_figure.frontend_dir(tmp_path)
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for f in live_figure.FRONTEND.iterdir():
+        (changed / f.name).write_bytes(f.read_bytes())
+    (changed / "main.js").write_text("// another version\n")
+    monkeypatch.setattr(live_figure, "FRONTEND", changed)
+    second = live_figure.frontend_dir(tmp_path)
+    assert second != first and (second / "main.js").read_text() == "// another version\n"
