@@ -35,16 +35,21 @@ def attention_modules(model: nn.Module) -> dict[str, str]:
     - ``cbam_spatial``: ``….cbam.spatial.gate``, (B, 1, H, W) in 0..1;
     - ``self_attn``: ``….attn.softmax``, (B, heads, N, N), rows sum to 1.
     """
+    return {path: kind for path, (kind, _) in _attention_outputs(model).items()}
+
+
+_OUTPUT_OF = ((SqueezeExcite, "gate", "se"), (ChannelGate, "gate", "cbam_channel"),
+              (SpatialGate, "gate", "cbam_spatial"), (SelfAttention2d, "softmax", "self_attn"))
+
+
+def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """Path -> (kind, module) of every hookable attention output, in one walk."""
     found = {}
     for path, m in model.named_modules():
-        if isinstance(m, SqueezeExcite):
-            found[f"{path}.gate"] = "se"
-        elif isinstance(m, ChannelGate):
-            found[f"{path}.gate"] = "cbam_channel"
-        elif isinstance(m, SpatialGate):
-            found[f"{path}.gate"] = "cbam_spatial"
-        elif isinstance(m, SelfAttention2d):
-            found[f"{path}.softmax"] = "self_attn"
+        for cls, output, kind in _OUTPUT_OF:
+            if isinstance(m, cls):
+                found[f"{path}.{output}"] = (kind, getattr(m, output))
+                break
     return found
 
 
@@ -93,10 +98,12 @@ class capture:  # noqa: N801 - used like a function: ``with capture(model) as ma
 
     def __init__(self, model: nn.Module, names: Iterable[str] | None = None) -> None:
         self.model = model
-        found = attention_modules(model)
-        names = list(found) if names is None else list(names)
-        self._modules = resolve(model, names)
-        self.maps = Captured({n: found.get(n, "other") for n in names})
+        found = _attention_outputs(model)  # one walk over the modules: this runs once per image
+        if names is None:
+            self._modules = {name: module for name, (_, module) in found.items()}
+        else:
+            self._modules = resolve(model, names)
+        self.maps = Captured({n: found[n][0] if n in found else "other" for n in self._modules})
         self._handles: list[RemovableHandle] = []
         self._thread: int | None = None
 
