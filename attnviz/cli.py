@@ -141,10 +141,23 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def phases(text: str) -> list[tuple[int, int]]:
+    """``16x112,11x128`` -> [(16, 112), (11, 128)]: (epochs, crop size) phases."""
+    try:
+        out = [tuple(int(v) for v in part.split("x")) for part in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or any(len(p) != 2 or p[0] < 1 or not 16 <= p[1] <= 1024 for p in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected EPOCHSxSIZE[,EPOCHSxSIZE...], e.g. 16x112,5x192")
+    return out
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Recipe, train
 
     recipe = Recipe(seed=args.seed)
+    if args.phases:
+        recipe.phases = args.phases
     if args.epochs or args.crop_size:
         # One phase instead of progressive resizing: for quick runs and experiments.
         recipe.phases = [(args.epochs or recipe.epochs, args.crop_size or recipe.phases[-1][1])]
@@ -217,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
     t.add_argument("--stop-after", type=int, help="end this run after N epochs (resume later with --resume)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--phases", type=phases, help="progressive resizing as EPOCHSxSIZE,... "
+                   "(default: the recipe's, 10x112,7x128,5x160,3x192)")
     t.add_argument("--epochs", type=int, help="train one phase of N epochs instead of the recipe's phases")
     t.add_argument("--crop-size", type=int, help="crop size of that single phase")
     t.add_argument("--eval-size", type=int, help="input size for validation and the metadata (default 224)")

@@ -95,3 +95,16 @@ def test_class_specificity_is_zero_for_shared_and_one_for_class_only_gates():
     assert class_specificity(same, labels) == 0.0
     by_class = np.array([[0.1, 0.2], [0.1, 0.2], [0.9, 0.8], [0.9, 0.8]])
     assert class_specificity(by_class, labels) == pytest.approx(1.0)
+
+
+def test_cli_train_phases_set_the_progressive_schedule(folder, tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["train", str(folder), "--arch", "resnet18", "--out", str(out), "--phases", "1x32,1x40",
+                 "--eval-size", "48", "--width", "8", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
+    training = json.loads((out / "resnet18.json").read_text())["training"]
+    assert training["phases"] == [[1, 32], [1, 40]] and training["epochs"] == 2
+    for bad in ("16", "16x", "0x112", "16x112;5x192", "5x9999"):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", str(folder), "--arch", "resnet18", "--out", str(out), "--phases", bad])
+        assert exc.value.code == 2
+        assert "expected EPOCHSxSIZE" in capsys.readouterr().err
