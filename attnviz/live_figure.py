@@ -62,5 +62,14 @@ def _component():
 
 def live_figure(fig: go.Figure, key: str, config: dict | None = None) -> None:
     """Draw ``fig`` in the Streamlit page; later calls with the same ``key`` update
-    the same chart in place. ``config`` is Plotly's (modebar, PNG export)."""
-    _component()(figure=fig.to_json(), config=config or {}, key=key, default=None)
+    the same chart in place. ``config`` is Plotly's (modebar, PNG export). Where the
+    component's directory cannot be written (a read-only temporary directory), the
+    figure is drawn by ``st.plotly_chart`` instead: slower to update, same figure."""
+    try:
+        component = _component()
+    except OSError:
+        import streamlit as st
+
+        st.plotly_chart(fig, config=config, key=key)
+        return
+    component(figure=fig.to_json(), config=config or {}, key=key, default=None)

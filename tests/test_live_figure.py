@@ -30,3 +30,22 @@ def test_the_directory_is_named_after_the_content(tmp_path, monkeypatch):
     monkeypatch.setattr(live_figure, "FRONTEND", changed)
     second = live_figure.frontend_dir(tmp_path)
     assert second != first and (second / "main.js").read_text() == "// another version\n"
+
+
+def test_without_a_writable_directory_the_app_falls_back_to_plotly_chart(tiny_env, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
+    monkeypatch.setattr(live_figure.tempfile, "gettempdir", lambda: "/nonexistent/tmp")
+    live_figure._component.cache_clear()
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+        at.run()
+        at.radio(key="view").set_value("Self-attention").run()
+        assert not at.exception, at.exception
+        assert len(at.get("plotly_chart")) == 2  # both layers, drawn by st.plotly_chart
+        assert not [c for c in at.get("component_instance") if c.proto.component_name.endswith("live_figure")]
+    finally:
+        live_figure._component.cache_clear()
