@@ -127,30 +127,74 @@ def shown_mean_maps(page) -> list:
     return maps
 
 
+# Runs in the page on every animation frame until the self-attention panel shows the
+# clicked pixel: as many lines naming it as there are layers, and every layer's mean map
+# equal to the expected one (np.allclose's rtol=1e-5, atol=1e-7). Returns the wall-clock
+# time (ms) of the first frame where that holds, so that the time measured is the
+# page's, not that of a poll from Python.
+PANEL_SHOWS = """([frames, text, expected]) => {
+  const lines = Array.from(document.querySelectorAll('[data-testid="stMarkdownContainer"]'))
+    .filter(e => e.textContent.includes(text)).length;
+  if (lines !== expected.length) return false;
+  const flat = z => {
+    if (z && z.bdata) {
+      const bytes = Uint8Array.from(atob(z.bdata), c => c.charCodeAt(0));
+      return z.dtype === 'f4' ? new Float32Array(bytes.buffer) : new Float64Array(bytes.buffer);
+    }
+    return Array.from(z, row => Array.from(row)).flat();
+  };
+  const maps = [];
+  for (const f of document.querySelectorAll(frames)) {
+    if (!f.contentDocument) return false;
+    for (const gd of f.contentDocument.querySelectorAll('.js-plotly-plot')) {
+      const t = (gd.data || []).find(t => t.type === 'heatmap');
+      if (t) maps.push(flat(t.z));
+    }
+  }
+  if (maps.length !== expected.length) return false;
+  for (let i = 0; i < maps.length; i++) {
+    const a = maps[i], b = expected[i];
+    if (a.length !== b.length) return false;
+    for (let j = 0; j < a.length; j++) if (!(Math.abs(a[j] - b[j]) <= 1e-7 + 1e-5 * Math.abs(b[j]))) return false;
+  }
+  return performance.timeOrigin + performance.now();
+}"""
+
+
+def wait_for_panel(page, layers: int, timeout: float = 60.0) -> None:
+    """Wait until the self-attention view has drawn a chart in each of its ``layers``
+    live figures (their frames load plotly.js once, when the view opens)."""
+    page.wait_for_function(
+        """([frames, layers]) => {
+          const drawn = Array.from(document.querySelectorAll(frames)).filter(f => f.contentDocument &&
+            Array.from(f.contentDocument.querySelectorAll('.js-plotly-plot')).some(gd => (gd.data || []).length));
+          return drawn.length === layers;
+        }""", arg=[LIVE_FIGURE, layers], polling="raf", timeout=timeout * 1000)
+
+
 def click_pixel(page, img, reference, cx: int, cy: int, timeout: float = 30.0):
     """Click displayed pixel (cx, cy) of the self-attention view's image and wait until
     the whole panel has updated: every layer's line names the original pixel and every
     layer's chart shows exactly that pixel's mean map from ``reference`` (an
-    ``Analysis`` of the same image and model). Returns the original pixel (x, y) and
-    the maps shown, one per layer."""
-    import numpy as np
+    ``Analysis`` of the same image and model). Returns the original pixel (x, y), the
+    maps shown (one per layer, read again after the wait) and the seconds from the
+    mouse click to the first frame that showed all of it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     from attnviz import appkit
 
     shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
     width, height = reference.image_size
     x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
-    expected = [reference.query(layer, x, y).mean(0).numpy() for layer in reference.self_attn]
-    img.click(position={"x": cx, "y": cy})
-    lines = page.get_by_text(f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}")
-
-    def shows_it() -> bool:
-        # The lines and the charts of one rerun arrive one after the other.
-        if lines.count() != len(expected):
-            return False
-        maps = shown_mean_maps(page)
-        return len(maps) == len(expected) and all(
-            m.shape == e.shape and bool(np.allclose(m, e, atol=1e-7)) for m, e in zip(maps, expected))
-
-    wait_until(page, shows_it, f"the attention maps of pixel ({x:.0f}, {y:.0f})", timeout)
-    return (x, y), shown_mean_maps(page)
+    expected = [reference.query(layer, x, y).mean(0).numpy().ravel().tolist() for layer in reference.self_attn]
+    box = img.bounding_box()
+    text = f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}"
+    t0 = time.time()
+    page.mouse.click(box["x"] + cx, box["y"] + cy)
+    try:
+        shown_at = page.wait_for_function(PANEL_SHOWS, arg=[LIVE_FIGURE, text, expected], polling="raf",
+                                          timeout=timeout * 1000).json_value()
+    except PlaywrightTimeout as exc:
+        raise TimeoutError(f"the page did not show the attention maps of pixel ({x:.0f}, {y:.0f}) "
+                           f"within {timeout:.0f} s") from exc
+    return (x, y), shown_mean_maps(page), shown_at / 1000 - t0
