@@ -15,14 +15,17 @@ let drawing = false;
 async function draw() {
   // Only the latest figure matters: renders that arrive while one is drawn are folded.
   drawing = true;
-  while (pending !== null) {
-    const args = pending;
-    pending = null;
-    const fig = JSON.parse(args.figure);
-    await Plotly.react(gd, fig.data, fig.layout, args.config || {});
-    send("streamlit:setFrameHeight", { height: Math.ceil(gd.getBoundingClientRect().height) });
+  try {
+    while (pending !== null) {
+      const args = pending;
+      pending = null;
+      const fig = JSON.parse(args.figure);
+      await Plotly.react(gd, fig.data, fig.layout, args.config || {});
+      send("streamlit:setFrameHeight", { height: Math.ceil(gd.getBoundingClientRect().height) });
+    }
+  } finally {
+    drawing = false;  // a figure that failed to draw must not block the next one
   }
-  drawing = false;
 }
 
 window.addEventListener("message", (event) => {
