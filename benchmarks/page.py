@@ -23,13 +23,11 @@ import attnviz
 from attnviz import appkit, figures
 from tests.browser import (
     CHROMIUM,
-    COMPONENT,
     app_server,
     choose_upload,
     chromium_page,
     click_pixel,
-    open_view,
-    wait_for_panel,
+    open_self_attention,
     wait_until,
 )
 
@@ -175,12 +173,8 @@ def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: P
     mean attention map. Clicks that stay in the finest layer's current cell are redrawn."""
     reference = attnviz.analyze(image, attnviz.load_model(model_name))
     layer = next(iter(reference.self_attn))
-    open_view(page, "Self-attention")
-    img = page.frame_locator(COMPONENT).locator("img")
-    img.wait_for(timeout=PAGE_TIMEOUT_S * 1000)
+    img = open_self_attention(page, len(reference.self_attn), PAGE_TIMEOUT_S)
     shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
-    page.get_by_text("query pixel (", exact=False).first.wait_for(timeout=PAGE_TIMEOUT_S * 1000)
-    wait_for_panel(page, len(reference.self_attn), PAGE_TIMEOUT_S)  # opening the view is not a click
 
     rng = random.Random(seed)
     last_cell = reference.cell(layer, *appkit.centre(reference.image_size))

@@ -161,15 +161,22 @@ PANEL_SHOWS = """([frames, text, expected]) => {
 }"""
 
 
-def wait_for_panel(page, layers: int, timeout: float = 60.0) -> None:
-    """Wait until the self-attention view has drawn a chart in each of its ``layers``
-    live figures (their frames load plotly.js once, when the view opens)."""
+def open_self_attention(page, layers: int, timeout: float = 60.0):
+    """Open the self-attention view and wait until it is ready to be clicked: the image
+    shown, the layers' lines written and a chart drawn in each of its ``layers`` live
+    figures (their frames load plotly.js once, when the view opens; that is not a
+    click's cost). Returns the image's locator."""
+    open_view(page, "Self-attention")
+    img = page.frame_locator(COMPONENT).locator("img")
+    img.wait_for(timeout=timeout * 1000)
+    page.get_by_text("query pixel (").first.wait_for(timeout=timeout * 1000)
     page.wait_for_function(
         """([frames, layers]) => {
           const drawn = Array.from(document.querySelectorAll(frames)).filter(f => f.contentDocument &&
             Array.from(f.contentDocument.querySelectorAll('.js-plotly-plot')).some(gd => (gd.data || []).length));
           return drawn.length === layers;
         }""", arg=[LIVE_FIGURE, layers], polling="raf", timeout=timeout * 1000)
+    return img
 
 
 def click_pixel(page, img, reference, cx: int, cy: int, timeout: float = 30.0):

@@ -21,13 +21,11 @@ from attnviz.service import sample_images
 
 from .browser import (
     CHROMIUM,
-    COMPONENT,
     app_server,
     choose_upload,
     chromium_page,
     click_pixel,
-    open_view,
-    wait_for_panel,
+    open_self_attention,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -53,12 +51,8 @@ def test_clicking_pixels_shows_their_attention_maps(tiny_env):
         page.goto(url)
         choose_upload(page).set_input_files(str(photo))
         page.get_by_text(f"{photo.name} ({width}×{height})").wait_for(timeout=120_000)
-        open_view(page, "Self-attention")
-        img = page.frame_locator(COMPONENT).locator("img")
-        img.wait_for(timeout=60_000)
+        img = open_self_attention(page, len(reference.self_attn))
         shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
-        page.get_by_text("query pixel (").first.wait_for(timeout=60_000)
-        wait_for_panel(page, len(reference.self_attn))
 
         maps, times = [], []
         for fx, fy in [(0.15, 0.12), (0.7, 0.75), (0.45, 0.4), (0.06, 0.9), (0.9, 0.2), (0.3, 0.6)]:
