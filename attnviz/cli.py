@@ -160,10 +160,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe.phases = args.phases
     if args.epochs or args.crop_size:
         # One phase instead of progressive resizing: for quick runs and experiments.
-        recipe.phases = [(args.epochs or recipe.epochs, args.crop_size or recipe.phases[-1][1])]
+        recipe.phases = [(args.epochs or recipe.main_epochs, args.crop_size or recipe.phases[-1][1])]
     for field_name in ("batch_size", "width", "eval_size"):
         if getattr(args, field_name):
             setattr(recipe, field_name, getattr(args, field_name))
+    if args.finetune_epochs is not None:
+        recipe.finetune_epochs = args.finetune_epochs
     path = train(
         args.arch,
         Path(args.train_dir),
@@ -174,6 +176,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         resume=args.resume,
+        finetune_from=Path(args.finetune_from) if args.finetune_from else None,
         threads=args.threads,
         stop_after=args.stop_after,
     )
@@ -231,10 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-after", type=int, help="end this run after N epochs (resume later with --resume)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--phases", type=phases, help="progressive resizing as EPOCHSxSIZE,... "
-                   "(default: the recipe's, 10x112,7x128,5x160,3x192)")
+                   "(default: the recipe's, 16x112,11x128,8x160,5x192)")
     t.add_argument("--epochs", type=int, help="train one phase of N epochs instead of the recipe's phases")
     t.add_argument("--crop-size", type=int, help="crop size of that single phase")
     t.add_argument("--eval-size", type=int, help="input size for validation and the metadata (default 224)")
+    t.add_argument("--finetune-epochs", type=int, choices=range(0, 11), metavar="N",
+                   help="epochs of the last stage on whole images at the eval size (default 1; 0: none)")
+    t.add_argument("--finetune-from", metavar="PAIR.safetensors",
+                   help="a pair trained by this recipe's phases: run only the fine-tune on it")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--width", type=int, help="base width (default 32)")
     t.add_argument("--threads", type=int, help="torch threads (default: all cores)")

@@ -117,3 +117,11 @@ def random_resized_crop_flip(
     theta[:, 1, 2] = cy
     grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of a uint8 batch mirrored left-right with probability 1/2; float 0..255."""
+    x = images.float()
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    x[flip] = x[flip].flip(-1)
+    return x

@@ -6,12 +6,17 @@ bf16 autocast and channels_last. Progressive resizing: small crops early, larger
 ending near the test resolution (a smaller train than test size compensates for the
 zoom of random-resized crops: Touvron et al., "Fixing the train-test resolution
 discrepancy", NeurIPS 2019). SGD with Nesterov momentum, linear warm-up then cosine,
-label smoothing, no weight decay on norms and biases. A checkpoint after every epoch
-(``--resume`` continues from it); the final weights are written as a verified pair.
+label smoothing, no weight decay on norms and biases. Then FixRes's fine-tune (same
+paper): a short last stage on whole images at the test size, exactly as the app
+prepares them, flips only, momentum reset, a small cosine learning rate; it fits the
+weights and the BatchNorm statistics to what the model sees at test time. A checkpoint
+after every epoch (``--resume`` continues from it); the final weights are written as a
+verified pair.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,10 +26,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import DecodedFolder, decode_folder, random_resized_crop_flip, source_for_crops
+from .data import DecodedFolder, decode_folder, random_flip, random_resized_crop_flip, source_for_crops
 from .image import normalize
 from .models import build_model
-from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, save_pair
+from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_pair, save_pair, sha256_of
 
 IMAGENETTE_NAMES = {
     "n01440764": "tench",
@@ -52,17 +57,31 @@ class Recipe:
     label_smoothing: float = 0.1
     warmup_epochs: float = 2.0
     # (epochs, crop size) phases, run in order.
-    phases: list[tuple[int, int]] = field(default_factory=lambda: [(10, 112), (7, 128), (5, 160), (3, 192)])
+    phases: list[tuple[int, int]] = field(default_factory=lambda: [(16, 112), (11, 128), (8, 160), (5, 192)])
     crop_scale: tuple[float, float] = (0.25, 1.0)
     decode_size: int = 224
     eval_size: int = 224
+    # FixRes fine-tune after the phases: epochs at eval_size on whole images.
+    finetune_epochs: int = 1
+    finetune_lr: float = 0.02
     seed: int = 0
 
     @property
-    def epochs(self) -> int:
+    def main_epochs(self) -> int:
+        """Epochs of the progressive phases (random-resized crops)."""
         return sum(n for n, _ in self.phases)
 
+    @property
+    def epochs(self) -> int:
+        """Every epoch trained: the phases, then the fine-tune."""
+        return self.main_epochs + self.finetune_epochs
+
+    def is_finetune(self, epoch: int) -> bool:
+        return epoch >= self.main_epochs
+
     def crop_size(self, epoch: int) -> int:
+        if self.is_finetune(epoch):
+            return self.eval_size
         for n, size in self.phases:
             if epoch < n:
                 return size
@@ -71,10 +90,19 @@ class Recipe:
 
     def lr_at(self, step: int, steps_per_epoch: int) -> float:
         warm = self.warmup_epochs * steps_per_epoch
-        total = self.epochs * steps_per_epoch
+        main = self.main_epochs * steps_per_epoch
+        if step >= main:  # the fine-tune's own cosine, from finetune_lr to 0
+            progress = (step - main) / max(1, self.finetune_epochs * steps_per_epoch)
+            return self.finetune_lr * 0.5 * (1 + math.cos(math.pi * progress))
         if step < warm:
             return self.lr * (0.1 + 0.9 * step / warm)
-        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, main - warm)))
+
+    def main_fields(self) -> dict:
+        """The settings that decide the phases' weights (JSON types), to check that a
+        pair's main phases were trained with this recipe before fine-tuning it."""
+        fields = json.loads(json.dumps(asdict(self)))
+        return {k: v for k, v in fields.items() if not k.startswith("finetune_")}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -103,6 +131,21 @@ def top1(model: nn.Module, data: DecodedFolder, mean=IMAGENET_MEAN, std=IMAGENET
         model.train(was_training)
 
 
+def start_from_pair(model: nn.Module, pair: Path, arch: str, recipe: Recipe) -> float:
+    """Load a pair trained by ``recipe``'s main phases into ``model``; returns the
+    seconds those phases took. Refuses a pair of another architecture or recipe."""
+    trained, meta = load_pair(pair)
+    done = {k: v for k, v in meta.training.items() if k in recipe.main_fields()}
+    differ = sorted(k for k, v in recipe.main_fields().items() if done.get(k) != v)
+    if meta.training.get("epochs") != recipe.main_epochs:
+        differ.append("epochs")
+    if meta.arch != arch or differ:
+        raise ValueError(f"{pair.name} is not a {arch} trained by this recipe's phases (it is a {meta.arch}"
+                         + (f"; differing: {', '.join(differ)})" if differ else ")"))
+    model.load_state_dict(trained.state_dict())
+    return float(meta.training["train_minutes"]) * 60
+
+
 def class_names(folders: list[str]) -> list[str]:
     return [IMAGENETTE_NAMES.get(f, f) for f in folders]
 
@@ -118,6 +161,7 @@ def train(
     cache_dir: Path | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    finetune_from: Path | None = None,
     threads: int | None = None,
     stop_after: int | None = None,
     val_every: int = 10,
@@ -126,7 +170,9 @@ def train(
     """Train ``arch`` on ``train_dir`` and write ``<name>.safetensors`` + ``.json`` into
     ``out_dir``; returns the weights path. ``stop_after`` ends this run after that many
     epochs of it (the checkpoint is kept; ``resume`` continues) and returns None.
-    ``val_every``: log val top-1 every that many epochs (it does not change training)."""
+    ``val_every``: log val top-1 every that many epochs (it does not change training).
+    ``finetune_from``: a weights pair whose main phases were trained with this recipe;
+    training starts at the fine-tune, as ``resume`` would from the last main epoch."""
     recipe = recipe or Recipe()
     name = name or arch
     if threads:
@@ -150,6 +196,10 @@ def train(
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed"]
         log(f"resumed {name} from epoch {start_epoch} ({elapsed / 60:.1f} min so far)")
+    elif finetune_from is not None:
+        elapsed = start_from_pair(model, Path(finetune_from), arch, recipe)
+        start_epoch = recipe.main_epochs
+        log(f"{name}: fine-tuning {Path(finetune_from).name} ({elapsed / 60:.1f} min of main phases)")
 
     n = len(train_data.labels)
     steps = n // recipe.batch_size
@@ -165,14 +215,23 @@ def train(
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)  # same batches after a resume
         order = torch.randperm(n, generator=gen)
         size = recipe.crop_size(epoch)
-        if source_for != size:
+        finetune = recipe.is_finetune(epoch)
+        if finetune and source_for != "whole":
+            # Whole images squashed to the test size, as the app feeds them.
+            source, source_for = decode_folder(train_dir, recipe.eval_size, cache_dir).images, "whole"
+            if epoch == recipe.main_epochs:
+                opt.state.clear()  # momentum of the crops' schedule does not carry over
+        elif not finetune and source_for != size:
             source, source_for = source_for_crops(train_data.images, size), size
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px", leave=False)
         for step in bar:
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
+            if finetune:
+                x = random_flip(source[idx], gen)
+            else:
+                x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
             x = normalize(x, IMAGENET_MEAN, IMAGENET_STD).contiguous(memory_format=torch.channels_last)
             y = train_data.labels[idx]
             for g in opt.param_groups:
@@ -218,5 +277,8 @@ def train(
         training={**asdict(recipe), "epochs": recipe.epochs, "train_minutes": round(elapsed / 60, 1),
                   "torch": torch.__version__, "threads": torch.get_num_threads()},
     )
+    if finetune_from is not None:
+        meta.training["finetuned_from"] = {"file": Path(finetune_from).name,
+                                           "sha256": sha256_of(Path(finetune_from))}
     return save_pair(model.to(memory_format=torch.contiguous_format), meta, out_dir)
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 import attnviz
 from attnviz.cli import main
+from attnviz.data import random_flip
 from attnviz.profile import SEProfile, class_specificity
 from attnviz.train import Recipe, train
 
@@ -31,8 +32,16 @@ def folder(tmp_path_factory):
     return root
 
 
-def tiny_recipe(epochs: int = 2) -> Recipe:
-    return Recipe(width=8, batch_size=8, phases=[(epochs, 32)], decode_size=48, eval_size=48)
+def tiny_recipe(epochs: int = 2, finetune_epochs: int = 1) -> Recipe:
+    return Recipe(width=8, batch_size=8, phases=[(epochs, 32)], decode_size=48, eval_size=48,
+                  finetune_epochs=finetune_epochs)
+
+
+def assert_same_weights(path_a, path_b):
+    a, _ = attnviz.load_pair(path_a)
+    b, _ = attnviz.load_pair(path_b)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)
 
 
 def test_one_epoch_writes_a_loadable_pair_with_metadata(folder, tmp_path, monkeypatch):
@@ -44,22 +53,43 @@ def test_one_epoch_writes_a_loadable_pair_with_metadata(folder, tmp_path, monkey
     assert meta.classes == ["tench", "English springer", "cassette player"]
     assert meta.class_ids == ["n01440764", "n02102040", "n02979186"] and meta.input_size == 48
     assert 0 <= meta.metrics["val_top1"] <= 1 and meta.metrics["val_images"] == 24
-    assert meta.training["epochs"] == 1 and meta.dataset["train_images"] == 24
+    assert meta.training["epochs"] == 2 and meta.training["finetune_epochs"] == 1  # 1 of crops, 1 whole
+    assert meta.dataset["train_images"] == 24
     a = attnviz.analyze(next(folder.glob("*/1.jpg")), model)
     assert len(a.se) == 8
 
 
-def test_resume_continues_to_the_same_weights(folder, tmp_path):
+@pytest.fixture(scope="module")
+def full_run(folder, tmp_path_factory):
+    """2 epochs of crops + 1 fine-tune epoch, uninterrupted."""
+    out = tmp_path_factory.mktemp("full")
+    return train("cbam_resnet18", folder, None, out, recipe=tiny_recipe(), log=lambda m: None)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])  # 2: stopped where the fine-tune begins
+def test_resume_continues_to_the_same_weights(folder, tmp_path, full_run, stop_after):
     quiet = {"log": lambda m: None}
-    full = train("cbam_resnet18", folder, None, tmp_path / "full", recipe=tiny_recipe(), **quiet)
-    assert train("cbam_resnet18", folder, None, tmp_path / "part", recipe=tiny_recipe(), stop_after=1, **quiet) is None
-    ckpt = torch.load(tmp_path / "part" / "cbam_resnet18.ckpt.pt", weights_only=True)
-    assert ckpt["epoch"] == 1
-    resumed = train("cbam_resnet18", folder, None, tmp_path / "part", recipe=tiny_recipe(), resume=True, **quiet)
-    a, _ = attnviz.load_pair(full)
-    b, _ = attnviz.load_pair(resumed)
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
-        torch.testing.assert_close(va, vb, msg=k)
+    part = tmp_path / "part"
+    assert train("cbam_resnet18", folder, None, part, recipe=tiny_recipe(), stop_after=stop_after, **quiet) is None
+    ckpt = torch.load(part / "cbam_resnet18.ckpt.pt", weights_only=True)
+    assert ckpt["epoch"] == stop_after
+    resumed = train("cbam_resnet18", folder, None, part, recipe=tiny_recipe(), resume=True, **quiet)
+    assert_same_weights(full_run, resumed)
+
+
+def test_finetune_from_a_pair_gives_the_weights_of_one_uninterrupted_run(folder, tmp_path, full_run):
+    quiet = {"log": lambda m: None}
+    main_only = train("cbam_resnet18", folder, None, tmp_path / "main", recipe=tiny_recipe(finetune_epochs=0), **quiet)
+    tuned = train("cbam_resnet18", folder, None, tmp_path / "tuned", recipe=tiny_recipe(), finetune_from=main_only,
+                  **quiet)
+    assert_same_weights(full_run, tuned)
+    training = json.loads(tuned.with_suffix(".json").read_text())["training"]
+    assert training["epochs"] == 3 and training["finetuned_from"]["file"] == "cbam_resnet18.safetensors"
+    with pytest.raises(ValueError, match="differing: phases"):
+        train("cbam_resnet18", folder, None, tmp_path / "x", recipe=tiny_recipe(epochs=3), finetune_from=main_only,
+              **quiet)
+    with pytest.raises(ValueError, match="it is a cbam_resnet18"):
+        train("se_resnet18", folder, None, tmp_path / "x", recipe=tiny_recipe(), finetune_from=main_only, **quiet)
 
 
 def test_cli_train_evaluate_and_profile(folder, tmp_path, monkeypatch, capsys):
@@ -102,9 +132,19 @@ def test_cli_train_phases_set_the_progressive_schedule(folder, tmp_path, capsys)
     assert main(["train", str(folder), "--arch", "resnet18", "--out", str(out), "--phases", "1x32,1x40",
                  "--eval-size", "48", "--width", "8", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
     training = json.loads((out / "resnet18.json").read_text())["training"]
-    assert training["phases"] == [[1, 32], [1, 40]] and training["epochs"] == 2
+    assert training["phases"] == [[1, 32], [1, 40]] and training["epochs"] == 3  # + 1 fine-tune epoch
     for bad in ("16", "16x", "0x112", "16x112;5x192", "5x9999"):
         with pytest.raises(SystemExit) as exc:
             main(["train", str(folder), "--arch", "resnet18", "--out", str(out), "--phases", bad])
         assert exc.value.code == 2
         assert "expected EPOCHSxSIZE" in capsys.readouterr().err
+
+
+def test_random_flip_mirrors_some_images_whole_and_leaves_the_rest():
+    images = torch.randint(0, 256, (32, 3, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = random_flip(images, torch.Generator().manual_seed(1))
+    assert out.dtype == torch.float32 and out.shape == images.shape
+    kept = [torch.equal(o, i.float()) for o, i in zip(out, images)]
+    mirrored = [torch.equal(o, i.float().flip(-1)) for o, i in zip(out, images)]
+    assert all(k != m for k, m in zip(kept, mirrored))  # each image one or the other
+    assert 0 < sum(mirrored) < 32
