@@ -35,13 +35,13 @@ def test_the_four_models_ship_verified_small_and_accurate(shipped):
         assert meta.class_ids == list(IMAGENETTE_NAMES)
         assert (SHIPPED_DIR / f"{name}.safetensors").stat().st_size <= MAX_FILE_BYTES
         assert meta.metrics["val_images"] == 3925 and meta.metrics["eval_size"] == 224
-        # Trained, far above the 10 % of chance. The project's 88 % target is not met yet
-        # (84.7-86.5 %, see the README's results): a guard against shipping a broken
-        # model, not a claim that the target holds.
-        assert meta.metrics["val_top1"] >= 0.80, f"{name}: {meta.metrics['val_top1']}"
+        # Trained, far above the 10 % of chance. The project's 88 % target is met by three
+        # of the four (CBAM: 87.75 %, see the README's results): a guard against shipping
+        # a broken model, not a claim that the target holds.
+        assert meta.metrics["val_top1"] >= 0.85, f"{name}: {meta.metrics['val_top1']}"
         assert not model.training
     # Same recipe for all four: only the architecture differs.
-    recipes = [{k: v for k, v in meta.training.items() if k not in ("train_minutes", "threads")}
+    recipes = [{k: v for k, v in meta.training.items() if k not in ("train_minutes", "threads", "finetuned_from")}
                for _, meta in shipped.values()]
     assert all(r == recipes[0] for r in recipes)
     assert set(attnviz.available_models()) >= set(ARCHITECTURES)
