@@ -181,7 +181,9 @@ def save_pair(model: nn.Module, meta: WeightsMeta, directory: Path) -> Path:
     st_path = directory / f"{meta.name}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = st_path.with_suffix(".safetensors.tmp")
-    save_file(state, str(tmp), metadata={"arch": meta.arch, "name": meta.name})
+    # One metadata key: safetensors writes its metadata map in a random order, so with
+    # two keys the same weights could be saved as files of different sha256.
+    save_file(state, str(tmp), metadata={"arch": meta.arch})
     meta.sha256 = sha256_of(tmp)
     os.chmod(tmp, 0o644)  # safetensors writes 0600; a container's unprivileged user must read it
     os.replace(tmp, st_path)

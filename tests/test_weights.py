@@ -22,6 +22,14 @@ def test_round_trip_gives_the_same_model_in_eval_mode(tmp_path):
         torch.testing.assert_close(loaded(x), model(x))
 
 
+def test_the_same_weights_are_always_the_same_file(tmp_path):
+    # The sha256 in the metadata then identifies a training result: a re-run that
+    # reproduces the weights reproduces the file (safetensors orders metadata at random).
+    model = tiny_model("se_resnet18", seed=1)
+    files = {save_pair(model, tiny_meta("se_resnet18", "m"), tmp_path / str(i)).read_bytes() for i in range(8)}
+    assert len(files) == 1
+
+
 def test_models_are_found_through_the_environment_variable(tiny_env):
     names = attnviz.available_models()
     assert {"tiny_resnet18", "tiny_se_resnet18", "tiny_cbam_resnet18", "tiny_sa_resnet18"} <= set(names)
