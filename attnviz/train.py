@@ -135,8 +135,7 @@ def start_from_pair(model: nn.Module, pair: Path, arch: str, recipe: Recipe) -> 
     """Load a pair trained by ``recipe``'s main phases into ``model``; returns the
     seconds those phases took. Refuses a pair of another architecture or recipe."""
     trained, meta = load_pair(pair)
-    done = {k: v for k, v in meta.training.items() if k in recipe.main_fields()}
-    differ = sorted(k for k, v in recipe.main_fields().items() if done.get(k) != v)
+    differ = sorted(k for k, v in recipe.main_fields().items() if meta.training.get(k) != v)
     if meta.training.get("epochs") != recipe.main_epochs:
         differ.append("epochs")
     if meta.arch != arch or differ:
@@ -216,11 +215,14 @@ def train(
         order = torch.randperm(n, generator=gen)
         size = recipe.crop_size(epoch)
         finetune = recipe.is_finetune(epoch)
+        if epoch == recipe.main_epochs:
+            opt.state.clear()  # momentum of the crops' schedule does not carry over
         if finetune and source_for != "whole":
-            # Whole images squashed to the test size, as the app feeds them.
-            source, source_for = decode_folder(train_dir, recipe.eval_size, cache_dir).images, "whole"
-            if epoch == recipe.main_epochs:
-                opt.state.clear()  # momentum of the crops' schedule does not carry over
+            # Whole images squashed to the test size, as the app feeds them: the decoded
+            # train split itself when it was decoded at that size.
+            whole = train_data if recipe.decode_size == recipe.eval_size else \
+                decode_folder(train_dir, recipe.eval_size, cache_dir)
+            source, source_for = whole.images, "whole"
         elif not finetune and source_for != size:
             source, source_for = source_for_crops(train_data.images, size), size
         model.train()
