@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-after", type=int, help="end this run after N epochs (resume later with --resume)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--phases", type=phases, help="progressive resizing as EPOCHSxSIZE,... "
-                   "(default: the recipe's, 16x112,11x128,8x160,5x192)")
+                   "(default: the recipe's, 22x112,15x128,11x160,8x192)")
     t.add_argument("--epochs", type=int, help="train one phase of N epochs instead of the recipe's phases")
     t.add_argument("--crop-size", type=int, help="crop size of that single phase")
     t.add_argument("--eval-size", type=int, help="input size for validation and the metadata (default 224)")

@@ -195,11 +195,10 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
             assert (ROOT / source).exists(), f"COPY source {source} does not exist"
             assert not is_ignored(source, rules), f"COPY source {source} is excluded by .dockerignore"
             if (ROOT / source).is_dir():
-                # Only caches, checkpoints, partial writes and staged (not shipped) weights
-                # may be left out of a copied folder.
+                # Only caches, checkpoints and partial writes may be left out of a copied folder.
                 for p in (ROOT / source).rglob("*"):
                     rel = p.relative_to(ROOT).as_posix()
-                    if p.is_file() and "__pycache__" not in p.parts and not rel.startswith("weights/next/") and \
+                    if p.is_file() and "__pycache__" not in p.parts and \
                             not p.name.endswith((".pyc", ".ckpt.pt", ".tmp")):
                         assert not is_ignored(rel, rules), f"{rel} would be missing from the image"
 
@@ -232,8 +231,7 @@ def test_build_context_leaves_out_non_runtime_files():
     for rel in (".venv/bin/python", ".git/HEAD", "runs/se/last.ckpt.pt", "weights/x.ckpt.pt",
                 ".cache/x", "attnviz/__pycache__/a.cpython-311.pyc", ".pytest_cache/v",
                 "tests/test_docker.py", "benchmarks/b.py", ".streamlit/secrets.toml",
-                "weights/x.safetensors.tmp", "requirements-dev.txt",
-                "weights/next/resnet18.safetensors"):
+                "weights/x.safetensors.tmp", "requirements-dev.txt"):
         assert is_ignored(rel, rules), f"{rel} would be sent to the docker build"
 
 
