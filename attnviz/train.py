@@ -98,11 +98,14 @@ class Recipe:
             return self.lr * (0.1 + 0.9 * step / warm)
         return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, main - warm)))
 
+    def to_json(self) -> dict:
+        """Every setting as JSON types, as a pair's metadata records them."""
+        return json.loads(json.dumps(asdict(self)))
+
     def main_fields(self) -> dict:
         """The settings that decide the phases' weights (JSON types), to check that a
         pair's main phases were trained with this recipe before fine-tuning it."""
-        fields = json.loads(json.dumps(asdict(self)))
-        return {k: v for k, v in fields.items() if not k.startswith("finetune_")}
+        return {k: v for k, v in self.to_json().items() if not k.startswith("finetune_")}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

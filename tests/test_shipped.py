@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -45,7 +44,7 @@ def test_the_four_models_ship_verified_small_and_accurate(shipped):
                for _, meta in shipped.values()]
     assert all(r == recipes[0] for r in recipes)
     # ... and it is the default one, so `attnviz train` with no recipe flags reproduces them.
-    default = json.loads(json.dumps(asdict(Recipe())))
+    default = Recipe().to_json()
     assert {k: recipes[0][k] for k in default} == default
     assert set(attnviz.available_models()) >= set(ARCHITECTURES)
 
