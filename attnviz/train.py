@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .allocator import freed_memory_kept
 from .data import DecodedFolder, decode_folder, random_flip, random_resized_crop_flip, source_for_crops
 from .image import normalize
 from .models import build_model
@@ -152,6 +153,7 @@ def class_names(folders: list[str]) -> list[str]:
     return [IMAGENETTE_NAMES.get(f, f) for f in folders]
 
 
+@freed_memory_kept()  # the same tensors every step: keep their memory, no page faults
 def train(
     arch: str,
     train_dir: Path,
