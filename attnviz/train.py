@@ -11,7 +11,8 @@ paper): a short last stage on whole images at the test size, exactly as the app
 prepares them, flips only, momentum reset, a small cosine learning rate; it fits the
 weights and the BatchNorm statistics to what the model sees at test time. A checkpoint
 after every epoch (``--resume`` continues from it); the final weights are written as a
-verified pair.
+verified pair. While it runs, freed memory stays in the process for the next step
+(``allocator.py``): the same large tensors come and go every step.
 """
 
 from __future__ import annotations
