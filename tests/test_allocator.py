@@ -1,31 +1,42 @@
-import resource
+import ctypes
 
 import pytest
 import torch
 
 from attnviz.allocator import _glibc, freed_memory_kept
 
-
-def _faults_of_reused_tensor(times: int = 8) -> int:
-    """Minor page faults of allocating, writing and freeing the same 64 MB tensor."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(times):
-        torch.empty(16 << 20, dtype=torch.float32).fill_(1.0)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+BLOCK = 64 << 20  # bytes: far above glibc's largest mmap threshold (32 MB)
 
 
-@pytest.mark.skipif(_glibc() is None, reason="malloc is not glibc's")
-def test_freed_memory_is_reused_inside_and_given_back_after():
-    default = _faults_of_reused_tensor()
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _mallinfo() -> _MallInfo2:
+    libc = _glibc()
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2()
+
+
+def _where_a_block_goes() -> tuple[int, int]:
+    """(bytes mmapped to hold one BLOCK tensor, free bytes in the heap once it is freed)."""
+    before = _mallinfo()
+    t = torch.empty(BLOCK // 4, dtype=torch.float32)
+    held = _mallinfo()
+    del t
+    return held.hblkhd - before.hblkhd, _mallinfo().fordblks
+
+
+@pytest.mark.skipif(_glibc() is None or not hasattr(_glibc(), "mallinfo2"), reason="malloc is not glibc >= 2.33")
+def test_freed_memory_stays_in_the_heap_inside_only():
+    assert _where_a_block_goes()[0] >= BLOCK  # the defaults: mmapped (and unmapped on free)
     with freed_memory_kept() as applied:
         assert applied
-        _faults_of_reused_tensor(1)  # the first block comes from the OS
-        kept = _faults_of_reused_tensor()
-    after = _faults_of_reused_tensor()
-    pages = 8 * (64 << 20) // resource.getpagesize()
-    assert default > pages // 2  # every round faulted its pages in again
-    assert kept < pages // 16  # reused: (almost) no new faults
-    assert after > pages // 2  # the defaults are back
+        mmapped, free_in_heap = _where_a_block_goes()
+        assert mmapped == 0 and free_in_heap >= BLOCK  # from the heap, kept there for the next step
+    assert _where_a_block_goes()[0] >= BLOCK  # the defaults are back
 
 
 def test_does_nothing_where_malloc_is_not_glibc(monkeypatch):
