@@ -10,12 +10,13 @@ torchvision's forward. Attention is placed as in the papers:
 - ``cbam_resnet18``: CBAM at the same place (Woo et al., Fig. 3) at ``layerS.B.cbam``;
 - ``sa_resnet18``: multi-head self-attention on the residual branch of the last block
   of stage 2 and stage 3 (``layer2.1.attn``, ``layer3.1.attn``), so that query maps
-  exist at stride 8 and 16: 28x28 and 14x14 at a 224 px input.
+  exist at stride 8 and 16: 28x28 and 14x14 at a 224 px input; 2 and 4 heads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -25,6 +26,10 @@ from .layers import CBAM, SelfAttention2d, SqueezeExcite
 
 ARCHITECTURES = ("resnet18", "se_resnet18", "cbam_resnet18", "sa_resnet18")
 STAGE_DEPTHS = (2, 2, 2, 2)
+# sa_resnet18's attention heads per stage: 32 channels a head at the shipped width
+# (64 channels in stage 2, 128 in stage 3). Each head's N x N matrix is what costs
+# (memory, and training time at stride 8), not its width.
+SA_HEADS = {2: 2, 3: 4}
 
 
 class _BranchAttentionBlock(BasicBlock):
@@ -70,8 +75,8 @@ class SABasicBlock(_BranchAttentionBlock):
         self.attn = SelfAttention2d(planes, num_heads)
 
 
-BlockChooser = Callable[[int, int], type[BasicBlock]]
-"""(stage 1..4, block index) -> block class."""
+BlockChooser = Callable[[int, int], Callable[..., BasicBlock]]
+"""(stage 1..4, block index) -> block class (or a partial of one)."""
 
 
 class AttnResNet(ResNet):
@@ -139,13 +144,23 @@ def _choose(arch: str) -> BlockChooser:
     if arch == "cbam_resnet18":
         return lambda stage, i: CBAMBasicBlock
     if arch == "sa_resnet18":
-        return lambda stage, i: SABasicBlock if stage in (2, 3) and i == STAGE_DEPTHS[stage - 1] - 1 else BasicBlock
+        def choose(stage: int, i: int) -> Callable[..., BasicBlock]:
+            if stage in SA_HEADS and i == STAGE_DEPTHS[stage - 1] - 1:
+                return partial(SABasicBlock, num_heads=SA_HEADS[stage])
+            return BasicBlock
+        return choose
     raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
 
 
 def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnResNet:
     """A randomly initialised model of one of ``ARCHITECTURES``, in training mode."""
     return AttnResNet(_choose(arch), width=width, num_classes=num_classes)
+
+
+def attention_heads(model: nn.Module) -> dict[str, int]:
+    """Heads of every self-attention layer by module path; {} for a model without.
+    The weights' metadata records them: they shape no tensor, so a file cannot show them."""
+    return {name: m.num_heads for name, m in model.named_modules() if isinstance(m, SelfAttention2d)}
 
 
 def complexity(model: nn.Module, size: int = 224) -> tuple[int, float]:

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import ARCHITECTURES, build_model
+from .models import ARCHITECTURES, attention_heads, build_model
 
 ENV_VAR = "ATTNVIZ_WEIGHTS_DIR"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -53,6 +53,8 @@ class WeightsMeta:
     dataset: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    # Self-attention layer path -> heads (how the channels are split is in no tensor's shape).
+    attention_heads: dict[str, int] = field(default_factory=dict)
     sha256: str = ""
 
     @property
@@ -158,6 +160,11 @@ def load_pair(st_path: Path) -> tuple[nn.Module, WeightsMeta]:
                            "architecture mismatch")
     model = build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
     check_state_dict(model, state, st_path.name)
+    heads = attention_heads(model)
+    if meta.attention_heads != heads:
+        recorded = meta.attention_heads or "none recorded (older files have 4 in every layer)"
+        raise WeightsError(f"{st_path.with_suffix('.json').name}: attention heads {recorded}, but this attnviz "
+                           f"builds {heads}: re-train the model")
     model.load_state_dict(state, strict=True)
     model.eval()
     model.attnviz_meta = meta
@@ -179,6 +186,7 @@ def save_pair(model: nn.Module, meta: WeightsMeta, directory: Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     st_path = directory / f"{meta.name}.safetensors"
+    meta.attention_heads = attention_heads(model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = st_path.with_suffix(".safetensors.tmp")
     # One metadata key: safetensors writes its metadata map in a random order, so with

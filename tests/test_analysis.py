@@ -20,7 +20,8 @@ def test_analysis_of_each_kind(tiny_env, jpeg_file):
     assert cbam.cbam_channel["layer1.0.cbam.channel.gate"].shape == (8,)
     assert cbam.cbam_spatial["layer1.0.cbam.spatial.gate"].shape == (TINY_SIZE // 4, TINY_SIZE // 4)
     sa = attnviz.analyze(jpeg_file, "tiny_sa_resnet18", size=128)
-    assert sa.self_attn["layer2.1.attn.softmax"].shape == (4, 256, 256)
+    assert sa.self_attn["layer2.1.attn.softmax"].shape == (2, 256, 256)
+    assert sa.self_attn["layer3.1.attn.softmax"].shape == (4, 64, 64)
     assert sa.self_attn_grid == {"layer2.1.attn.softmax": (16, 16), "layer3.1.attn.softmax": (8, 8)}
     plain = attnviz.analyze(jpeg_file, "tiny_resnet18")
     assert not (plain.se or plain.cbam_channel or plain.self_attn)
@@ -44,9 +45,9 @@ def test_query_on_a_non_square_image_returns_the_row_of_the_cell_under_the_pixel
     for x, y, row, col in [(0, 0, 0, 0), (19, 5, 0, 0), (20, 0, 0, 1), (0, 6, 1, 0), (159, 47, 7, 7),
                            (105, 13, 2, 5), (45, 40, 6, 2)]:
         q = a.query(layer, x, y)
-        assert q.shape == (4, h, w)
-        torch.testing.assert_close(q, attn[:, row * w + col, :].reshape(4, h, w))
-        torch.testing.assert_close(q.sum((1, 2)), torch.ones(4))
+        assert q.shape == (2, h, w)
+        torch.testing.assert_close(q, attn[:, row * w + col, :].reshape(2, h, w))
+        torch.testing.assert_close(q.sum((1, 2)), torch.ones(2))
     # x moves only the column, y only the row
     assert a.cell(layer, 150, 2) == (0, 7) and a.cell(layer, 2, 45) == (7, 0)
 

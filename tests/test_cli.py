@@ -44,7 +44,7 @@ def test_explain_writes_npz_json_for_each_image(tiny_env, tmp_path, capsys):
     summary = json.loads((out / "img1.json").read_text())
     assert summary["image_size"] == [40, 120] and summary["model"] == "tiny_sa_resnet18"
     assert len(summary["top5"]) == 3 and summary["weights_sha256"]
-    assert summary["layers"]["self_attn/layer2.1.attn.softmax"] == [4, 64, 64]
+    assert summary["layers"]["self_attn/layer2.1.attn.softmax"] == [2, 64, 64]
     with np.load(out / "img0.npz") as z:
         assert z["self_attn/layer3.1.attn.softmax"].shape == (4, 16, 16)
         assert np.allclose(z["self_attn/layer2.1.attn.softmax"].sum(-1), 1, atol=1e-5)

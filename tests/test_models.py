@@ -36,7 +36,8 @@ def test_self_attention_grids_are_28_and_14_at_224px():
         model(torch.randn(1, 3, 224, 224))
     for h in hooks:
         h.remove()
-    assert shapes == {"layer2.1.attn.softmax": (1, 4, 784, 784), "layer3.1.attn.softmax": (1, 4, 196, 196)}
+    # 2 heads at stride 8, 4 at stride 16
+    assert shapes == {"layer2.1.attn.softmax": (1, 2, 784, 784), "layer3.1.attn.softmax": (1, 4, 196, 196)}
 
 
 def test_attention_sits_on_the_residual_branch_before_the_addition():

@@ -77,6 +77,23 @@ def test_architecture_mismatch_without_a_header_names_the_tensors(tmp_path):
         load_pair(path)
 
 
+def test_self_attention_heads_are_recorded_and_checked(tmp_path):
+    # Heads split the channels inside the layer: no tensor shape shows them, so a file
+    # trained with other heads would load cleanly and compute something else.
+    path = _pair(tmp_path, "sa_resnet18")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["attention_heads"] == {"layer2.1.attn": 2, "layer3.1.attn": 4}
+    assert load_pair(path)[0].layer2[1].attn.num_heads == 2
+    for recorded, message in [({"layer2.1.attn": 4, "layer3.1.attn": 4}, "{'layer2.1.attn': 4"),
+                              ({}, "none recorded")]:
+        meta["attention_heads"] = recorded
+        path.with_suffix(".json").write_text(json.dumps(meta))
+        with pytest.raises(WeightsError, match=rf"m.json: attention heads {message}.*builds .*re-train"):
+            load_pair(path)
+    cnn = _pair(tmp_path / "cnn", "cbam_resnet18")
+    assert json.loads(cnn.with_suffix(".json").read_text())["attention_heads"] == {}
+
+
 def test_wrong_shape_is_refused_with_the_tensor_name(tmp_path):
     path = _pair(tmp_path, "resnet18")
     meta = WeightsMeta.from_json(path.with_suffix(".json"))

@@ -45,12 +45,13 @@ class SelfAttention2d(nn.Module):
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, c, h, w = t.shape
-        # B, C, H, W -> B, heads, N, d
-        return t.reshape(b, self.num_heads, self.head_dim, h * w).transpose(-1, -2)
+        # B, C, H, W -> B, heads, N, d (a view when t is channels_last)
+        return t.permute(0, 2, 3, 1).reshape(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
         attn = self.softmax((q * self.scale) @ k.transpose(-1, -2))  # B, heads, N, N
-        out = (attn @ v).transpose(-1, -2).reshape(b, c, h, w)  # B, C, H, W
+        # B, heads, N, d -> B, C, H, W laid out channels_last, as the convolutions around it
+        out = (attn @ v).transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return x + self.bn(self.proj(out))
