@@ -2,9 +2,10 @@
 
 The JSON says how the model is built (architecture, width, classes), how its input
 must be prepared (size, normalisation, squash), what it was trained on, how accurate
-it measured, and the sha256 of the weights file. Loading checks the hash, the
-architecture, and every tensor name and shape against the metadata before anything is
-loaded; safetensors holds only tensors, so nothing is ever unpickled.
+it measured, the sha256 of the weights file, and the heads of any self-attention layer.
+Loading checks the hash, the architecture, every tensor name and shape, and those heads
+against the metadata before anything is loaded; safetensors holds only tensors, so
+nothing is ever unpickled.
 
 Where weights are looked for: the ``weights/`` folder shipped with attnviz, then every
 folder in ``ATTNVIZ_WEIGHTS_DIR`` (``os.pathsep``-separated). A name found in a user's
