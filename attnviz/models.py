@@ -70,7 +70,7 @@ class CBAMBasicBlock(_BranchAttentionBlock):
 class SABasicBlock(_BranchAttentionBlock):
     attn_name = "attn"
 
-    def __init__(self, inplanes: int, planes: int, *args, num_heads: int = 4, **kwargs) -> None:
+    def __init__(self, inplanes: int, planes: int, *args, num_heads: int, **kwargs) -> None:
         super().__init__(inplanes, planes, *args, **kwargs)
         self.attn = SelfAttention2d(planes, num_heads)
 
