@@ -110,13 +110,22 @@ def random_resized_crop_flip(
     cx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - cw)
     cy = (torch.rand(b, generator=generator) * 2 - 1) * (1 - ch)
     flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = cw * flip
-    theta[:, 0, 2] = cx
-    theta[:, 1, 1] = ch
-    theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
+    grid = crop_grid(cw * flip, cx, ch, cy, out_size)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def crop_grid(sx: torch.Tensor, tx: torch.Tensor, sy: torch.Tensor, ty: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.affine_grid`` (``align_corners=False``) for the axis-aligned transforms
+    ``x' = sx x + tx``, ``y' = sy y + ty``, one per image: (B, size, size, 2), equal to
+    it bit for bit (a test checks) and about ten times faster. affine_grid multiplies
+    every output position's (x, y, 1) by a 3 x 2 matrix in a batched matmul, which at
+    192 px took about a fifth of a training step's data preparation; here the zeros of
+    those matrices are never multiplied."""
+    b = sx.shape[0]
+    base = torch.linspace(-1, 1, size) * (size - 1) / size  # affine_grid's pixel centres
+    gx = base.view(1, 1, size) * sx.view(b, 1, 1) + tx.view(b, 1, 1)
+    gy = base.view(1, size, 1) * sy.view(b, 1, 1) + ty.view(b, 1, 1)
+    return torch.stack((gx.expand(b, size, size), gy.expand(b, size, size)), dim=-1)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

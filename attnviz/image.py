@@ -163,11 +163,18 @@ def squash(im: Image.Image, size: int) -> Image.Image:
     return im.resize((size, size), Image.BILINEAR)
 
 
-def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(B, 3, H, W) pixels in 0..255 (uint8 or float) -> float32 normalised per channel."""
+def normalize(
+    batch: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """(B, 3, H, W) pixels in 0..255 (uint8 or float) -> float32 normalised per channel,
+    written once in ``memory_format`` (no conversion pass after it)."""
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    return (batch.float() - m) / s
+    out = torch.empty_like(batch, dtype=torch.float32, memory_format=memory_format)
+    return torch.sub(batch, m, out=out).div_(s)
 
 
 def to_uint8_tensor(im: Image.Image) -> torch.Tensor:
