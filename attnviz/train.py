@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .allocator import freed_memory_kept
+from .compiled import compiled
 from .data import DecodedFolder, decode_folder, random_flip, random_resized_crop_flip, source_for_crops
 from .image import normalize
 from .models import build_model
@@ -122,7 +123,7 @@ def predict(model: nn.Module, data: DecodedFolder, mean, std, batch_size: int = 
     """Predicted class of every image, fp32, exactly as ``attnviz.analyze`` feeds them."""
     preds = []
     for i in range(0, len(data.labels), batch_size):
-        x = normalize(data.images[i : i + batch_size], mean, std).contiguous(memory_format=torch.channels_last)
+        x = normalize(data.images[i : i + batch_size], mean, std, torch.channels_last)
         preds.append(model(x).argmax(1))
     return torch.cat(preds)
 
@@ -212,6 +213,7 @@ def train(
         raise ValueError(f"{n} training images are fewer than one batch of {recipe.batch_size}")
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     source, source_for = train_data.images, None
+    compiled_names: list[str] = []
     for epoch in range(start_epoch, recipe.epochs):
         if stop_after is not None and epoch - start_epoch >= stop_after:
             log(f"{name}: stopped after epoch {epoch}; continue with --resume")
@@ -234,26 +236,30 @@ def train(
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px", leave=False)
-        for step in bar:
-            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            if finetune:
-                x = random_flip(source[idx], gen)
-            else:
-                x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
-            x = normalize(x, IMAGENET_MEAN, IMAGENET_STD).contiguous(memory_format=torch.channels_last)
-            y = train_data.labels[idx]
-            for g in opt.param_groups:
-                g["lr"] = recipe.lr_at(epoch * steps + step, steps)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(x)
-            loss = criterion(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        with compiled(model) as compiled_now:
+            if compiled_now and not compiled_names:
+                log(f"{name}: {len(compiled_now)} modules compiled for training ({compiled_now[0]}, ...)")
+            compiled_names = compiled_now
+            for step in bar:
+                idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+                if finetune:
+                    x = random_flip(source[idx], gen)
+                else:
+                    x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
+                x = normalize(x, IMAGENET_MEAN, IMAGENET_STD, torch.channels_last)
+                y = train_data.labels[idx]
+                for g in opt.param_groups:
+                    g["lr"] = recipe.lr_at(epoch * steps + step, steps)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    logits = model(x)
+                loss = criterion(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += len(y)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         elapsed += time.perf_counter() - t0
         msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss_sum / seen:.3f} "
                f"train-acc {correct / seen:.3f} {elapsed / 60:.1f} min")
@@ -283,7 +289,8 @@ def train(
         dataset={"train_dir": str(train_dir), "train_images": n, "val_dir": str(val_dir) if val_dir else None},
         metrics=metrics,
         training={**asdict(recipe), "epochs": recipe.epochs, "train_minutes": round(elapsed / 60, 1),
-                  "torch": torch.__version__, "threads": torch.get_num_threads()},
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "compiled_modules": compiled_names},
     )
     if finetune_from is not None:
         meta.training["finetuned_from"] = {"file": Path(finetune_from).name,

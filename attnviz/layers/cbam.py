@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .se import reduced_channels
@@ -43,9 +44,10 @@ class ChannelGate(nn.Module):
         self.gate = gate_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = x.mean((2, 3), keepdim=True)  # B, C, 1, 1
-        mx = x.amax((2, 3), keepdim=True)  # B, C, 1, 1
-        g = self.gate(self.mlp(avg) + self.mlp(mx))  # B, C, 1, 1 in 0..1
+        b, c = x.shape[:2]
+        # Both squeezes through the shared MLP in one call: 2B, C, 1, 1
+        squeezed = torch.cat((F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)))
+        g = self.gate(self.mlp(squeezed).view(2, b, c, 1, 1).sum(0))  # B, C, 1, 1 in 0..1
         return x * g
 
 
@@ -66,7 +68,7 @@ class SpatialGate(nn.Module):
         self.gate = gate_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat((x.amax(1, keepdim=True), x.mean(1, keepdim=True)), dim=1)  # B, 2, H, W
+        pooled = torch.cat((x.max(1, keepdim=True).values, x.mean(1, keepdim=True)), dim=1)  # B, 2, H, W
         g = self.gate(self.bn(self.conv(pooled)))  # B, 1, H, W in 0..1
         return x * g
 
