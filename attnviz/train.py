@@ -12,7 +12,9 @@ prepares them, flips only, momentum reset, a small cosine learning rate; it fits
 weights and the BatchNorm statistics to what the model sees at test time. A checkpoint
 after every epoch (``--resume`` continues from it); the final weights are written as a
 verified pair. While it runs, freed memory stays in the process for the next step
-(``allocator.py``): the same large tensors come and go every step.
+(``allocator.py``): the same large tensors come and go every step; and CBAM's modules
+run compiled (``compiled.py``), where eager autograd spends half a step on passes
+over whole feature maps.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ from PIL import Image
 
 import attnviz
 from attnviz.cli import main
-from attnviz.data import random_flip
+from attnviz.compiled import compiled
+from attnviz.data import crop_grid, random_flip
+from attnviz.image import normalize
+from attnviz.models import build_model
 from attnviz.profile import SEProfile, class_specificity
 from attnviz.train import Recipe, train
 
@@ -148,3 +151,34 @@ def test_random_flip_mirrors_some_images_whole_and_leaves_the_rest():
     mirrored = [torch.equal(o, i.float().flip(-1)) for o, i in zip(out, images)]
     assert all(k != m for k, m in zip(kept, mirrored))  # each image one or the other
     assert 0 < sum(mirrored) < 32
+
+
+@pytest.mark.parametrize("size", [32, 112, 160, 192, 224])
+def test_crop_grid_is_affine_grid_bit_for_bit(size):
+    g = torch.Generator().manual_seed(size)
+    sx, sy = torch.rand(16, generator=g) * 2 - 1, torch.rand(16, generator=g)
+    tx, ty = torch.rand(16, generator=g) - 0.5, torch.rand(16, generator=g) - 0.5
+    theta = torch.zeros(16, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, tx, sy, ty
+    expected = torch.nn.functional.affine_grid(theta, [16, 3, size, size], align_corners=False)
+    assert torch.equal(crop_grid(sx, tx, sy, ty, size), expected)
+
+
+def test_normalize_writes_the_same_values_in_the_layout_asked_for():
+    batch = torch.randint(0, 256, (4, 3, 9, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1) * 255, torch.tensor(std).view(1, 3, 1, 1) * 255
+    out = normalize(batch, mean, std, torch.channels_last)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32
+    assert torch.equal(out, (batch.float() - m) / s) and torch.equal(normalize(batch.float(), mean, std), out)
+
+
+def test_compiled_swaps_in_compiled_cbam_forwards_and_restores_them(monkeypatch):
+    model = build_model("cbam_resnet18", width=8)
+    with compiled(model) as names:
+        assert names == [f"layer{s}.{b}.cbam" for s in range(1, 5) for b in range(2)]
+        assert all("forward" in vars(model.get_submodule(n)) for n in names)
+    assert not any("forward" in vars(m) for m in model.modules())  # the class's forward again
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with compiled(model) as names:
+        assert names == [] and not any("forward" in vars(m) for m in model.modules())
