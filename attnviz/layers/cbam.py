@@ -10,6 +10,11 @@ H x W map in 0..1 that multiplies every channel. As in the authors' code
 (github.com/Jongchan/attention-module) the 7x7 conv is followed by a BatchNorm before
 the sigmoid. Each sigmoid is the submodule ``gate`` so that a forward hook on
 ``cbam.channel.gate`` / ``cbam.spatial.gate`` sees exactly what multiplies the features.
+
+The max poolings are ``adaptive_max_pool2d`` and ``max(1)``: their gradient goes to the
+one element each picked. ``amax`` shares it among ties instead, which costs a full-size
+comparison in the backward, and compiled for training (``attnviz/compiled.py``) it gave
+NaN gradients in the second step of a small test training (cause not found).
 """
 
 from __future__ import annotations
