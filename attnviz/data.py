@@ -117,10 +117,9 @@ def random_resized_crop_flip(
 def crop_grid(sx: torch.Tensor, tx: torch.Tensor, sy: torch.Tensor, ty: torch.Tensor, size: int) -> torch.Tensor:
     """``F.affine_grid`` (``align_corners=False``) for the axis-aligned transforms
     ``x' = sx x + tx``, ``y' = sy y + ty``, one per image: (B, size, size, 2), equal to
-    it bit for bit (a test checks) and about ten times faster. affine_grid multiplies
-    every output position's (x, y, 1) by a 3 x 2 matrix in a batched matmul, which at
-    192 px took about a fifth of a training step's data preparation; here the zeros of
-    those matrices are never multiplied."""
+    it bit for bit (a test checks) and about ten times faster (a batch of 96 at 192 px:
+    23 -> 1.7 ms). affine_grid multiplies every output position's (x, y, 1) by a 3 x 2
+    matrix in a batched matmul; here the zeros of those matrices are never multiplied."""
     b = sx.shape[0]
     base = torch.linspace(-1, 1, size) * (size - 1) / size  # affine_grid's pixel centres
     gx = base.view(1, 1, size) * sx.view(b, 1, 1) + tx.view(b, 1, 1)
