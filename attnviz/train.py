@@ -239,7 +239,7 @@ def train(
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px", leave=False)
         with compiled(model) as compiled_now:
-            if compiled_now and not compiled_names:
+            if compiled_now and epoch == start_epoch:
                 log(f"{name}: {len(compiled_now)} modules compiled for training ({compiled_now[0]}, ...)")
             compiled_names = compiled_now
             for step in bar:
