@@ -179,6 +179,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         finetune_from=Path(args.finetune_from) if args.finetune_from else None,
         threads=args.threads,
         stop_after=args.stop_after,
+        val_every=args.val_every,
     )
     if path is not None:
         print(path)
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
     t.add_argument("--stop-after", type=int, help="end this run after N epochs (resume later with --resume)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--val-every", type=int, default=10, metavar="N",
+                   help="log val top-1 every N epochs (default 10; 0: only at the end; training is the same)")
     t.add_argument("--phases", type=phases, help="progressive resizing as EPOCHSxSIZE,... "
                    "(default: the recipe's, 22x112,15x128,11x160,8x192)")
     t.add_argument("--epochs", type=int, help="train one phase of N epochs instead of the recipe's phases")

@@ -178,7 +178,8 @@ def train(
     """Train ``arch`` on ``train_dir`` and write ``<name>.safetensors`` + ``.json`` into
     ``out_dir``; returns the weights path. ``stop_after`` ends this run after that many
     epochs of it (the checkpoint is kept; ``resume`` continues) and returns None.
-    ``val_every``: log val top-1 every that many epochs (it does not change training).
+    ``val_every``: log val top-1 every that many epochs, 0 never before the end (it does
+    not change training).
     ``finetune_from``: a weights pair whose main phases were trained with this recipe;
     training starts at the fine-tune, as ``resume`` would from the last main epoch."""
     recipe = recipe or Recipe()
@@ -265,7 +266,7 @@ def train(
         elapsed += time.perf_counter() - t0
         msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss_sum / seen:.3f} "
                f"train-acc {correct / seen:.3f} {elapsed / 60:.1f} min")
-        if val_data is not None and (epoch + 1) % val_every == 0 and epoch + 1 < recipe.epochs:
+        if val_data is not None and val_every and (epoch + 1) % val_every == 0 and epoch + 1 < recipe.epochs:
             msg += f" val-top1 {top1(model, val_data):.4f}"
         log(msg)
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,22 @@ def test_cli_train_phases_set_the_progressive_schedule(folder, tmp_path, capsys)
         assert "expected EPOCHSxSIZE" in capsys.readouterr().err
 
 
+def test_cli_val_every_sets_how_often_val_top1_is_logged(folder, tmp_path, capsys):
+    args = ["train", str(folder), "--arch", "resnet18", "--val-dir", str(folder), "--phases", "2x32",
+            "--eval-size", "48", "--width", "8", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]
+    logged = {}
+    for every in ("1", "0"):
+        capsys.readouterr()
+        assert main([*args, "--out", str(tmp_path / every), "--val-every", every]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        logged[every] = [line for line in lines if " epoch " in line and "val-top1" in line]
+        assert any(line.startswith("resnet18 val top-1 ") for line in lines)  # the final measure, always
+    # 3 epochs (2 of crops, 1 fine-tune): mid-training after the first two, never after the last.
+    assert [line.split()[2] for line in logged["1"]] == ["1/3", "2/3"] and logged["0"] == []
+    same = [(tmp_path / every / "resnet18.safetensors").read_bytes() for every in ("1", "0")]
+    assert same[0] == same[1]  # measuring does not change training
+
+
 def test_random_flip_mirrors_some_images_whole_and_leaves_the_rest():
     images = torch.randint(0, 256, (32, 3, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     out = random_flip(images, torch.Generator().manual_seed(1))
