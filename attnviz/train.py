@@ -62,7 +62,7 @@ class Recipe:
     label_smoothing: float = 0.1
     warmup_epochs: float = 2.0
     # (epochs, crop size) phases, run in order.
-    phases: list[tuple[int, int]] = field(default_factory=lambda: [(22, 112), (15, 128), (11, 160), (8, 192)])
+    phases: list[tuple[int, int]] = field(default_factory=lambda: [(18, 96), (16, 112), (12, 128), (10, 160)])
     crop_scale: tuple[float, float] = (0.25, 1.0)
     decode_size: int = 224
     eval_size: int = 224
