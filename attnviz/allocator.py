@@ -7,10 +7,10 @@ heap: the next step faults the same pages in again, each one zero-filled by the 
 Measured on a 2-core AMD EPYC (machine B of the README): a process running 10 training
 steps at 160 px of each of the three attention models made 2.8 to 3.3 M page faults and
 5 to 6 s of system time with the defaults, 0.46 M and 1.4 to 1.6 s with this; whole
-trainings of the previous recipe (crops up to 192 px) took 44.9 instead of 48.1 minutes (``se_resnet18``) and
-53.9 instead of 65.3 (``sa_resnet18``, then with 4 heads), and wrote files
-bit-identical to those trained without it: only where memory comes from changes, not a
-single value computed.
+trainings of the previous recipe (crops up to 192 px) took 44.9 instead of 48.1
+minutes (``se_resnet18``) and 53.9 instead of 65.3 (``sa_resnet18``, then with 4
+heads), and wrote files bit-identical to those trained without it: only where memory
+comes from changes, not a single value computed.
 """
 
 from __future__ import annotations

@@ -236,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--val-every", type=int, default=10, metavar="N",
                    help="log val top-1 every N epochs (default 10; 0: only at the end; training is the same)")
+    from .train import Recipe  # its default phases for the help; torch is loaded already
+
+    default_phases = ",".join(f"{n}x{size}" for n, size in Recipe().phases)
     t.add_argument("--phases", type=phases, help="progressive resizing as EPOCHSxSIZE,... "
-                   "(default: the recipe's, 18x96,16x112,12x128,10x160)")
+                   f"(default: the recipe's, {default_phases})")
     t.add_argument("--epochs", type=int, help="train one phase of N epochs instead of the recipe's phases")
     t.add_argument("--crop-size", type=int, help="crop size of that single phase")
     t.add_argument("--eval-size", type=int, help="input size for validation and the metadata (default 224)")
