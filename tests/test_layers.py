@@ -54,20 +54,63 @@ def test_cbam_is_channel_then_spatial():
     torch.testing.assert_close(cbam(x), cbam.spatial(cbam.channel(x)))
 
 
+def _reference_attention(sa, x):
+    """softmax(tau * cos(q_i, k_j) - slope * dist(i, j)) recomputed by hand: tokens
+    row-major (i = row * W + col), distances from each pair's (row, col)."""
+    b, c, h, w = x.shape
+    heads, d = sa.num_heads, c // sa.num_heads
+
+    def tokens(t):  # B, C, H, W -> B, heads, N, d, token i = row * w + col
+        return torch.stack([t[:, :, i // w, i % w] for i in range(h * w)], dim=1).reshape(b, h * w, heads, d) \
+            .transpose(1, 2)
+
+    q, k, v = tokens(sa.q(x)), tokens(sa.k(x)), tokens(sa.v(x))
+    cos = F.cosine_similarity(q.unsqueeze(3), k.unsqueeze(2), dim=-1)  # B, heads, N, N
+    dist = torch.tensor([[((i // w - j // w) ** 2 + (i % w - j % w) ** 2) ** 0.5 for j in range(h * w)]
+                         for i in range(h * w)])
+    tau = sa.logit_scale.exp().clamp(max=100)
+    logits = tau.view(1, -1, 1, 1) * cos - sa.slope.view(1, -1, 1, 1) * dist
+    return logits.softmax(-1), v
+
+
 @pytest.mark.parametrize("hw", [(4, 4), (7, 5), (1, 9)])
-def test_self_attention_equals_reference_multihead_attention(hw):
+def test_self_attention_equals_a_recomputation_on_row_major_positions(hw):
     torch.manual_seed(0)
     sa = SelfAttention2d(16, num_heads=4).eval()
     torch.nn.init.uniform_(sa.bn.weight, 0.5, 1.5)
+    with torch.no_grad():
+        sa.logit_scale.copy_(torch.tensor([0.5, 1.0, 2.0, 5.0]))  # the last above the cap of log(100)
+        sa.slope.copy_(torch.tensor([0.7, 0.0, -0.2, 0.3]))
     x = torch.randn(2, 16, *hw)
     b, c, h, w = x.shape
+    seen = []
+    handle = sa.softmax.register_forward_hook(lambda m, i, o: seen.append(o))
+    y = sa(x)
+    handle.remove()
+    attn, v = _reference_attention(sa, x)
+    torch.testing.assert_close(seen[0], attn, atol=1e-5, rtol=1e-5)  # the captured matrix, token order included
+    out = (attn @ v).transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+    torch.testing.assert_close(y, x + sa.bn(sa.proj(out)), atol=1e-5, rtol=1e-5)
 
-    def heads(t):  # B, C, H, W -> B, heads, N, d
-        return t.reshape(b, 4, 4, h * w).transpose(-1, -2)
 
-    out = F.scaled_dot_product_attention(heads(sa.q(x)), heads(sa.k(x)), heads(sa.v(x)))
-    out = out.transpose(-1, -2).reshape(b, c, h, w)
-    torch.testing.assert_close(sa(x), x + sa.bn(sa.proj(out)), atol=1e-5, rtol=1e-5)
+def test_self_attention_position_term_peaks_at_the_query_cell_of_a_non_square_map():
+    # With q = k = 0 the content term is 0 for every pair: only -slope * distance is
+    # left, so query (r, c) must put its largest weight on cell (r, c) itself.
+    sa = SelfAttention2d(8, num_heads=2).eval()
+    torch.nn.init.zeros_(sa.q.weight)
+    torch.nn.init.zeros_(sa.k.weight)
+    seen = []
+    handle = sa.softmax.register_forward_hook(lambda m, i, o: seen.append(o))
+    sa(torch.randn(1, 8, 3, 7))
+    handle.remove()
+    attn = seen[0][0]  # heads, 21, 21
+    for r, c in [(0, 0), (0, 6), (2, 0), (2, 6), (1, 3)]:
+        for head in range(2):
+            row = attn[head, r * 7 + c].reshape(3, 7)
+            assert divmod(int(row.argmax()), 7) == (r, c)
+            # and falls off with distance: the cell one column away beats the one two away
+            if c + 2 < 7:
+                assert row[r, c + 1] > row[r, c + 2]
 
 
 def test_self_attention_rows_sum_to_one_and_the_matrix_is_a_submodule_output():
