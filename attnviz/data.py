@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .image import load_image, squash, to_uint8_tensor
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from .image import IMAGE_SUFFIXES, load_image, squash, to_uint8_tensor
 
 
 @dataclass

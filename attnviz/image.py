@@ -24,6 +24,7 @@ from . import limits
 ImageSource = str | os.PathLike | bytes | Image.Image
 
 ACCEPTED = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 DISPLAY_MAX_SIDE = 512
 """Long side of the copy of an image that figures draw on (the model sees the full image)."""
@@ -83,6 +84,24 @@ def _flatten(im: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def list_images(directory: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Image files under ``directory`` (recursively, by suffix), sorted by path; with
+    ``limit``, that many spread evenly over the sorted list (so an ImageFolder's
+    classes are all represented)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ImageError(f"{root}: not a directory")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ImageError(f"{root}: no {ACCEPTED} files found")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"the image limit must be at least 1, got {limit}")
+        if limit < len(files):
+            files = [files[i * len(files) // limit] for i in range(limit)]
+    return files
 
 
 def open_image(source: ImageSource, for_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:

@@ -1,0 +1,171 @@
+"""How much a self-attention head really attends: three figures per layer and head.
+
+- **entropy ÷ log N**: the mean over query rows of H(row) / log N. 1 = every row is
+  uniform (the head averages the whole map); near 0 = each query looks at a few cells.
+- **query-dependence**: the mean cosine distance (1 - cos) between the rows of two
+  different queries of the same image. 0 = every pixel shows the same map.
+- **image-dependence**: the mean cosine distance between the rows of the same query
+  cell in two different images. 0 = a fixed positional pattern that ignores the picture.
+
+Means over pairs are exact, over all pairs (not a random sample): for unit vectors
+u_1..u_M, the mean cosine over the M(M-1) ordered pairs i != j is
+(||sum u||^2 - M) / (M(M-1)), so no M x M matrix is formed and the result is
+deterministic. Entropy and query-dependence come from one image; image-dependence
+needs several images of one size (``AttentionQuality`` gathers them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .analysis import analyze
+from .capture import capture
+from .image import ImageError, ImageSource, normalize
+
+# A head whose entropy is at least this share of log N is "near uniform" in the app.
+NEAR_UNIFORM = 0.95
+
+
+def _unit_rows(attn: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(attn.double(), dim=-1)
+
+
+def _mean_pair_cosine(unit_sum: torch.Tensor, m: int) -> torch.Tensor:
+    """Mean cosine over ordered pairs of distinct vectors, from the sum of the M unit vectors."""
+    return (unit_sum.pow(2).sum(-1) - m) / (m * (m - 1))
+
+
+def entropy_ratio(attn: torch.Tensor) -> torch.Tensor:
+    """(heads,) mean over query rows of H(row) / log N, for attention (heads, N, N)."""
+    n = attn.shape[-1]
+    if n < 2:
+        raise ValueError("entropy ÷ log N needs at least 2 keys")
+    p = attn.double()
+    h = -(p * p.clamp_min(1e-300).log()).sum(-1)  # 0 log 0 = 0
+    return (h / math.log(n)).mean(-1).float()
+
+
+def query_dependence(attn: torch.Tensor) -> torch.Tensor:
+    """(heads,) mean over pairs of distinct queries of 1 - cos(row_i, row_j), for
+    attention (heads, N, N) of one image."""
+    n = attn.shape[-2]
+    if n < 2:
+        raise ValueError("query-dependence needs at least 2 queries")
+    return (1 - _mean_pair_cosine(_unit_rows(attn).sum(-2), n)).float()
+
+
+def image_dependence(attns: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """(heads,) mean over queries and over pairs of distinct images of
+    1 - cos(row_i in image a, row_i in image b), for M >= 2 attentions (heads, N, N)
+    of one layer at one input size."""
+    stack = torch.stack(list(attns)) if isinstance(attns, list) else attns
+    if stack.shape[0] < 2:
+        raise ValueError("image-dependence needs at least 2 images")
+    return (1 - _mean_pair_cosine(_unit_rows(stack).sum(0), stack.shape[0])).mean(-1).float()
+
+
+@dataclass(frozen=True)
+class HeadQuality:
+    """The three figures of one head; ``image_dependence`` is None from one image."""
+
+    entropy: float
+    query_dependence: float
+    image_dependence: float | None = None
+
+    @property
+    def near_uniform(self) -> bool:
+        return self.entropy >= NEAR_UNIFORM
+
+    def to_json(self) -> dict:
+        return {"entropy": self.entropy, "query_dependence": self.query_dependence,
+                "image_dependence": self.image_dependence}
+
+
+def head_quality(attn: torch.Tensor) -> list[HeadQuality]:
+    """The figures of every head of one image's attention (heads, N, N)."""
+    return [HeadQuality(float(e), float(q)) for e, q in zip(entropy_ratio(attn), query_dependence(attn))]
+
+
+class AttentionQuality:
+    """Accumulates the three figures over images, streaming: per layer it keeps only
+    running sums and the sum of unit rows, (heads, N, N) doubles.
+
+        meter = AttentionQuality()
+        for path in images:
+            meter.add(attnviz.analyze(path, model).self_attn)
+        meter.result()  # {layer: [HeadQuality, ...]}
+    """
+
+    def __init__(self) -> None:
+        self.images = 0
+        self._entropy: dict[str, torch.Tensor] = {}
+        self._query: dict[str, torch.Tensor] = {}
+        self._unit_sum: dict[str, torch.Tensor] = {}
+
+    def add(self, self_attn: dict[str, torch.Tensor]) -> None:
+        """One image's attention matrices, layer -> (heads, N, N)."""
+        for layer, attn in self_attn.items():
+            if layer in self._unit_sum and self._unit_sum[layer].shape != attn.shape:
+                raise ValueError(f"{layer}: attention of shape {tuple(attn.shape)} after "
+                                 f"{tuple(self._unit_sum[layer].shape)}; use one input size")
+            e, q, u = entropy_ratio(attn).double(), query_dependence(attn).double(), _unit_rows(attn)
+            if layer in self._unit_sum:
+                self._entropy[layer] += e
+                self._query[layer] += q
+                self._unit_sum[layer] += u
+            else:
+                self._entropy[layer], self._query[layer], self._unit_sum[layer] = e, q, u
+        self.images += 1
+
+    def result(self) -> dict[str, list[HeadQuality]]:
+        """Layer -> the figures of each head, means over the images added
+        (image-dependence None with fewer than 2 images)."""
+        out = {}
+        m = self.images
+        for layer, u in self._unit_sum.items():
+            image = (1 - _mean_pair_cosine(u, m)).mean(-1).tolist() if m >= 2 else [None] * u.shape[0]
+            out[layer] = [HeadQuality(float(e) / m, float(q) / m, None if i is None else float(i))
+                          for e, q, i in zip(self._entropy[layer].tolist(), self._query[layer].tolist(), image)]
+        return out
+
+
+def measure(images: Iterable[ImageSource], model: nn.Module, *, size: int | None = None,
+            on_error: Callable[[ImageSource, Exception], None] | None = None) -> AttentionQuality:
+    """The figures of ``model``'s self-attention over ``images``, each analysed as
+    ``attnviz.analyze`` does (squashed to ``size``, default the model's). An unreadable
+    image goes to ``on_error`` and is skipped (without it, its ``ImageError`` is raised)."""
+    meter = AttentionQuality()
+    for source in images:
+        try:
+            a = analyze(source, model, size)
+        except ImageError as exc:
+            if on_error is None:
+                raise
+            on_error(source, exc)
+            continue
+        if not a.self_attn:
+            raise ValueError(f"{a.model_name} has no self-attention layer")
+        meter.add(a.self_attn)
+    return meter
+
+
+@torch.inference_mode()
+def measure_batches(model: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 32) -> AttentionQuality:
+    """The figures over a decoded folder: (N, 3, S, S) uint8 images already squashed to
+    the input size, as ``analyze`` would prepare them, run in batches (one capture per
+    batch, so that only one batch's attention matrices are held at a time)."""
+    meter = AttentionQuality()
+    for i in range(0, len(images), batch_size):
+        with capture(model) as maps:
+            model(normalize(images[i : i + batch_size], mean, std))
+        attn = maps.of_kind("self_attn")
+        if not attn:
+            raise ValueError("the model has no self-attention layer")
+        for j in range(len(next(iter(attn.values())))):
+            meter.add({layer: t[j] for layer, t in attn.items()})
+    return meter
