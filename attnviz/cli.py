@@ -1,4 +1,5 @@
-"""The ``attnviz`` command line: ``models``, ``explain``, ``evaluate``, ``train``.
+"""The ``attnviz`` command line: ``models``, ``explain``, ``evaluate``, ``profile``,
+``attention-stats``, ``train``.
 
 Every expected failure (a bad image, an unknown model, a broken weights file) ends as
 one ``attnviz: error: ...`` line on stderr and a non-zero exit status, never a traceback.
@@ -11,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from .capture import attention_modules
 from .image import ImageError
 from .weights import WeightsError
 
@@ -141,6 +143,43 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attention_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .attention_quality import measure
+    from .image import list_images
+    from .weights import load_model
+
+    model = load_model(args.model)
+    if not any(kind == "self_attn" for kind in attention_modules(model).values()):
+        raise UsageError(f"{args.model} has no self-attention layer: nothing to measure")
+    files = list_images(args.directory, args.limit)
+    failed: list[str] = []
+    meter = measure(tqdm(files, desc="attention-stats", unit="img", disable=args.quiet or None), model,
+                    size=args.size, on_error=lambda src, exc: failed.append(f"{src}: {exc}"))
+    for line in failed:
+        tqdm.write(f"attnviz: error: {line}", file=sys.stderr)
+    if meter.images == 0:
+        raise UsageError(f"none of the {len(files)} images in {args.directory} could be read")
+    size = args.size or model.attnviz_meta.input_size
+    result = meter.result()
+    if args.json:
+        print(json.dumps({"model": args.model, "images": meter.images, "size": size, "skipped": len(failed),
+                          "layers": {layer: [h.to_json() for h in heads] for layer, heads in result.items()}},
+                         indent=2))
+    else:
+        print(f"{args.model}: self-attention quality over {meter.images} image{'s' * (meter.images != 1)} at {size}px "
+              "(entropy ÷ log N: 1 = uniform; dependences: 0 = the same map for every pixel / every image)")
+        print(f"{'layer':24s} {'head':>4s} {'entropy÷logN':>13s} {'query-dep':>10s} {'image-dep':>10s}")
+        for layer, heads in result.items():
+            for i, h in enumerate(heads):
+                image = "n/a" if h.image_dependence is None else f"{h.image_dependence:.3f}"
+                print(f"{layer:24s} {i:4d} {h.entropy:13.3f} {h.query_dependence:10.3f} {image:>10s}")
+    return 1 if failed else 0
+
+
 def phases(text: str) -> list[tuple[int, int]]:
     """``16x112,11x128`` -> [(16, 112), (11, 128)]: (epochs, crop size) phases."""
     try:
@@ -222,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-png", action="store_true", help="skip the figure (it needs Chromium)")
     r.add_argument("--weights-dir", help="also load weights pairs from this directory")
     r.set_defaults(func=_cmd_profile)
+
+    q = sub.add_parser("attention-stats", help="how much each self-attention head attends, over a folder of images")
+    q.add_argument("directory", help="a folder of images (searched recursively)")
+    q.add_argument("--model", required=True, help="a self-attention model (see `attnviz models`)")
+    q.add_argument("--limit", type=int, help="use N images spread evenly over the sorted folder (default: all)")
+    q.add_argument("--size", type=int, help="model input size (default: the model's)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("--weights-dir", help="also load weights pairs from this directory")
+    q.set_defaults(func=_cmd_attention_stats)
 
     t = sub.add_parser("train", help="train a model on an ImageFolder directory")
     t.add_argument("train_dir", help="ImageFolder directory: train_dir/<class>/<image>")

@@ -124,3 +124,49 @@ def test_workers_write_the_same_outputs_and_still_report_bad_files(tiny_env, tmp
             for k in a.files:
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert main(["explain", *args, "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
+
+
+def test_attention_stats_prints_the_figures_of_every_head(tiny_env, tmp_path, capsys):
+    from attnviz.attention_quality import measure
+    from attnviz.weights import load_model
+
+    folder = tmp_path / "imgs"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    files = []
+    for i, (w, h) in enumerate([(90, 60), (40, 120), (64, 64)]):
+        files.append(folder / ("a" if i < 2 else "b") / f"img{i}.png")
+        noise_image(w, h, seed=i).save(files[-1])
+    (folder / "notes.txt").write_text("not an image")  # skipped by suffix
+    assert main(["attention-stats", str(folder), "--model", "tiny_sa_resnet18", "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 3 and report["size"] == 64 and report["skipped"] == 0
+    assert {k: len(v) for k, v in report["layers"].items()} == {"layer2.1.attn.softmax": 2,
+                                                                "layer3.1.attn.softmax": 4}
+    # the same figures as the API's meter over the same images
+    expected = measure(sorted(files), load_model("tiny_sa_resnet18")).result()
+    for layer, heads in expected.items():
+        for shown, q in zip(report["layers"][layer], heads):
+            assert shown == pytest.approx(q.to_json())
+            assert 0 <= q.entropy <= 1 and 0 <= q.query_dependence <= 1 and 0 <= q.image_dependence <= 1
+
+    assert main(["attention-stats", str(folder), "--model", "tiny_sa_resnet18", "--limit", "2", "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "over 2 images at 64px" in table
+    assert sum(line.startswith("layer3.1.attn.softmax") for line in table.splitlines()) == 4
+
+
+def test_attention_stats_refuses_what_it_cannot_measure(tiny_env, tmp_path, capsys):
+    noise_image(32, 32).save(tmp_path / "one.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert main(["attention-stats", str(tmp_path), "--model", "tiny_se_resnet18"]) == 2
+    assert capsys.readouterr().err.strip() == ("attnviz: error: tiny_se_resnet18 has no self-attention layer: "
+                                                "nothing to measure")
+    assert main(["attention-stats", str(tmp_path / "nope"), "--model", "tiny_sa_resnet18"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    # a broken image: one line for it, the others measured, exit status 1
+    assert main(["attention-stats", str(tmp_path), "--model", "tiny_sa_resnet18", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "over 1 image at" in captured.out
+    assert [line for line in captured.err.splitlines() if line.startswith("attnviz: error:")] == [
+        line for line in captured.err.splitlines() if "broken.jpg" in line]
