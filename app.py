@@ -7,6 +7,7 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 from attnviz import appkit, figures, limits
 from attnviz.analysis import Analysis
+from attnviz.attention_quality import head_quality
 from attnviz.export import json_bytes, npz_bytes
 from attnviz.image import ImageError
 from attnviz.live_figure import live_figure
@@ -165,13 +166,18 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
                                     image_format="JPEG", jpeg_quality=90)
         opacity, cmap = overlay_controls("sa")
     with right:
+        st.caption(appkit.QUALITY_HELP)
         for layer in a.self_attn:
             h, w = a.self_attn_grid[layer]
             row, col = a.cell(layer, *q)
+            quality = head_quality(a.self_attn[layer])
             st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
                         f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
+            for line in appkit.uniform_warnings(figures.short_name(layer), quality):
+                st.warning(line)
             live_figure(figures.query_panel(a.display, a.query(layer, *q), q, layer, opacity=opacity,
-                                            colorscale=cmap, extent=a.image_size), key=f"sa-{layer}", config=PNG_CONFIG)
+                                            colorscale=cmap, extent=a.image_size, quality=quality),
+                        key=f"sa-{layer}", config=PNG_CONFIG)
 
 
 def view_compare(analyses: dict[str, Analysis]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
+from .attention_quality import HeadQuality
 from .image import display_image
 
 VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Compare", "Export")
@@ -15,6 +16,18 @@ EXPLAIN = {
     "self_attn": "Self-attention relates points to points: every position takes a weighted mean of all "
                  "positions, so a clicked pixel has its own map over the whole image.",
 }
+
+QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
+                "all N cells, like an average; lower = it looks at a few places); **query-dependence**, how much "
+                "the map changes from one clicked pixel to another in this image (0 = the same map wherever you "
+                "click). Both are this image's means over every query pixel.")
+
+
+def uniform_warnings(layer: str, quality: list[HeadQuality]) -> list[str]:
+    """One plain sentence for each head of ``layer`` that is near uniform."""
+    return [f"{layer} head {i} spreads its attention almost evenly (entropy ÷ log N = {q.entropy:.2f}): "
+            "it acts like an average, not a lookup." for i, q in enumerate(quality) if q.near_uniform]
+
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CLICK_WIDTH = 448

@@ -10,6 +10,7 @@ from torch import nn
 
 from . import figures
 from .analysis import Analysis, analyze
+from .attention_quality import head_quality
 from .export import json_bytes, npz_bytes, write_atomic
 
 
@@ -30,7 +31,8 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[s
         q = query if query is not None else ((width - 1) / 2, (height - 1) / 2)
         for layer in a.self_attn:
             figs[f"self_attn_{figures.short_name(layer)}"] = figures.query_panel(
-                a.display, a.query(layer, *q), q, layer, extent=a.image_size)
+                a.display, a.query(layer, *q), q, layer, extent=a.image_size,
+                quality=head_quality(a.self_attn[layer]))
     return figs
 
 

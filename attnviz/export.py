@@ -1,5 +1,6 @@
 """What the CLI writes and the app offers for download: every captured tensor as NPZ,
-and a JSON summary (model, weights hash, preprocessing, top-5, layers and shapes)."""
+and a JSON summary (model, weights hash, preprocessing, top-5, layers and shapes, and
+each self-attention head's entropy and query-dependence)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import Analysis
+from .attention_quality import head_quality
 from .capture import KINDS
 
 
@@ -53,6 +55,9 @@ def summary(a: Analysis, source: str = "", top: int = 5) -> dict[str, Any]:
             f"{kind}/{path}": list(t.shape) for kind in KINDS for path, t in getattr(a, kind).items()
         },
         "self_attn_grid": {k: list(v) for k, v in a.self_attn_grid.items()},
+        # This image's entropy ÷ log N and query-dependence per head (attnviz.attention_quality)
+        "self_attn_quality": {k: [{f: round(v, 6) for f, v in q.to_json().items() if v is not None}
+                                  for q in head_quality(t)] for k, t in a.self_attn.items()},
     }
 
 

@@ -100,6 +100,19 @@ HEAD_GAP_PX = 6
 """Gap between the head tiles of the mosaic, in pixels of that photo copy."""
 
 
+def attention_colorbar(zmax: float, n: int) -> dict:
+    """A colour bar for attention weights from 0 to ``zmax`` over ``n`` keys, with a tick
+    at the uniform level 1/n: a map whose colours all sit near it is a plain average.
+    (A row's largest weight is at least its mean 1/n, so the tick is always in range.)"""
+    uniform = 1.0 / n
+    step = 10 ** np.floor(np.log10(zmax / 4)) if zmax > 0 else 1.0
+    step *= next(m for m in (1, 2, 5, 10) if zmax / (step * m) <= 5)
+    ticks = [float(t) for t in np.arange(0, zmax + step * 1e-9, step) if abs(t - uniform) > 0.08 * zmax]
+    vals = sorted([*ticks, uniform])
+    text = [f"uniform 1/{n}" if v == uniform else f"{v:.3g}" for v in vals]
+    return dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0, tickvals=vals, ticktext=text)
+
+
 def _overlay_parts(axis: int, extent: tuple[int, int], z: np.ndarray, *, background: str, opacity: float,
                    colorscale: str, zmax: float, colorbar: dict | None, query: tuple[float, float] | None,
                    domain: tuple[list[float], list[float]] | None = None) -> tuple[list[dict], dict, dict]:
@@ -141,6 +154,7 @@ def overlay(
     colorscale: str = "Jet",
     zmax: float | None = 1.0,
     colorbar_title: str = GATE_AXIS,
+    colorbar: dict | None = None,
     query: tuple[float, float] | None = None,
     show_colorbar: bool = True,
     background: str | None = None,
@@ -150,9 +164,14 @@ def overlay(
     colours from 0 to the map's largest value. ``query`` marks a pixel.
     ``background``: the image's ``image_uri``, when the caller already has it.
     ``extent``: (width, height) of the original image, the coordinates of ``query``
-    and of the axes, when ``im`` is a smaller copy of it (``Analysis.display``)."""
+    and of the axes, when ``im`` is a smaller copy of it (``Analysis.display``).
+    ``colorbar``: a whole colour bar (``attention_colorbar``) instead of one titled
+    ``colorbar_title``."""
     z = _as_numpy(grid_map).astype(float)
-    colorbar = dict(title=dict(text=colorbar_title, side="right"), thickness=14) if show_colorbar else None
+    if not show_colorbar:
+        colorbar = None
+    elif colorbar is None:
+        colorbar = dict(title=dict(text=colorbar_title, side="right"), thickness=14)
     traces, image, axes = _overlay_parts(
         1, extent or im.size, z, background=background or image_uri(im), opacity=opacity, colorscale=colorscale,
         zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query)
@@ -199,12 +218,15 @@ def query_panel(
     opacity: float = 0.6,
     colorscale: str = "Jet",
     extent: tuple[int, int] | None = None,
+    quality: Sequence | None = None,
 ) -> go.Figure:
     """For one query pixel and one self-attention layer, one figure: the mean over
     heads (large, left) and every head (a mosaic of tiles, right), overlaid on the
     image. ``maps`` is (heads, h, w). One colour scale from 0 to the largest weight
-    among them, so heads compare honestly; the colour bar says what the values are;
-    hovering a cell gives its weight (and its head). ``extent`` as in ``overlay``.
+    among them, so heads compare honestly; the colour bar says what the values are and
+    marks the uniform level 1/N; hovering a cell gives its weight (and its head).
+    ``extent`` as in ``overlay``. ``quality``: each head's ``HeadQuality`` (this image's
+    entropy ÷ log N and query-dependence), written on its tile.
 
     This figure is redrawn on every click, and Plotly's cost in the browser grows with
     the number of traces and axes: so the heads are one heatmap over one photo mosaic
@@ -222,7 +244,7 @@ def query_panel(
     gap_x, gap_y = HEAD_GAP_PX * width / tile_w, HEAD_GAP_PX * height / tile_h
     span_x, span_y = cols * width + (cols - 1) * gap_x, rows * height + (rows - 1) * gap_y
     split = 0.5
-    colorbar = dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0)
+    colorbar = attention_colorbar(zmax, h * w)
     traces, mean_image, axes = _overlay_parts(
         1, extent, mean, background=image_uri(im), colorbar=colorbar, opacity=opacity, colorscale=colorscale,
         zmax=zmax, query=query, domain=([0.0, split - 0.02], [0.0, 1.0]))
@@ -246,7 +268,10 @@ def query_panel(
                        sizex=span_x, sizey=span_y, xanchor="left", yanchor="top", sizing="stretch", layer="below")
     labels = [dict(text=f"mean of {heads} heads", xref="paper", yref="paper", x=(split - 0.02) / 2, y=1.0,
                    showarrow=False, yanchor="bottom")]
-    labels += [dict(text=f"head {i}", xref="x2", yref="y2", x=c * (width + gap_x), y=r * (height + gap_y),
+    names = [f"head {i}" if quality is None else
+             f"head {i}: entropy {quality[i].entropy:.2f}, query-dep. {quality[i].query_dependence:.2f}"
+             for i in range(heads)]
+    labels += [dict(text=names[i], xref="x2", yref="y2", x=c * (width + gap_x), y=r * (height + gap_y),
                     xanchor="left", yanchor="top", showarrow=False, font=dict(size=11),
                     bgcolor="rgba(255,255,255,0.75)") for i, (r, c) in enumerate(tiles)]
     return go.Figure(data=traces, layout=dict(
@@ -265,8 +290,8 @@ def query_mean(
     """The compact form of ``query_panel``: only the mean over heads of the (heads, h, w)
     ``maps``, from 0 to its largest weight, the query marked."""
     mean = _as_numpy(maps).astype(float).mean(0)
-    return overlay(im, mean, f"{short_name(layer)}: mean of {len(maps)} heads", zmax=None, colorbar_title=ATTN_AXIS,
-                   query=query, extent=extent)
+    return overlay(im, mean, f"{short_name(layer)}: mean of {len(maps)} heads", zmax=None,
+                   colorbar=attention_colorbar(float(mean.max()), mean.size), query=query, extent=extent)
 
 
 def profile_curves(profile, block: str, image_gates: torch.Tensor | np.ndarray | None = None) -> go.Figure:
