@@ -30,6 +30,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .allocator import freed_memory_kept
+from .attention_quality import measure_batches
+from .capture import attention_modules
 from .compiled import compiled
 from .data import DecodedFolder, decode_folder, random_flip, random_resized_crop_flip, source_for_crops
 from .image import normalize
@@ -281,6 +283,13 @@ def train(
         metrics = {"val_top1": round(top1(model, val_data), 4), "val_images": len(val_data.labels),
                    "eval_size": recipe.eval_size}
         log(f"{name} val top-1 {metrics['val_top1']:.4f} at {recipe.eval_size}px")
+        if any(kind == "self_attn" for kind in attention_modules(model).values()):
+            quality = measure_batches(model, val_data.images, IMAGENET_MEAN, IMAGENET_STD).result()
+            metrics["attention_quality"] = {layer: [h.to_json() for h in heads] for layer, heads in quality.items()}
+            log(f"{name} attention quality on val (entropy, query-dep., image-dep. per head): "
+                + "; ".join(f"{layer} " + ", ".join(f"{h.entropy:.2f}/{h.query_dependence:.2f}/"
+                                                    f"{h.image_dependence:.2f}" for h in heads)
+                            for layer, heads in quality.items()))
     folders = train_data.classes
     meta = WeightsMeta(
         name=name,
