@@ -5,13 +5,14 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
-from attnviz import appkit, figures, limits
+from attnviz import figures, limits
 from attnviz.analysis import Analysis
+from attnviz.app import ui
+from attnviz.app.live_figure import live_figure
+from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images
 from attnviz.attention_quality import head_quality
 from attnviz.export import json_bytes, npz_bytes
 from attnviz.image import ImageError
-from attnviz.live_figure import live_figure
-from attnviz.service import ModelRegistry, ResultCache, image_key, sample_images
 from attnviz.weights import WeightsError
 
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -37,7 +38,7 @@ def pick_image() -> tuple[bytes, str] | None:
     if source == "Upload":
         up = st.sidebar.file_uploader(
             f"JPEG, PNG, WebP, BMP, GIF or TIFF, up to {limits.MAX_UPLOAD_MB} MB",
-            type=appkit.UPLOAD_TYPES, max_upload_size=limits.MAX_UPLOAD_MB, key="upload")
+            type=ui.UPLOAD_TYPES, max_upload_size=limits.MAX_UPLOAD_MB, key="upload")
         return (up.getvalue(), up.name) if up is not None else None
     samples = sample_images()
     name = st.sidebar.selectbox("Sample", list(samples), key="sample")
@@ -81,7 +82,7 @@ def analyse_all(data: bytes, names: list[str]) -> dict[str, Analysis] | None:
 
 
 def pick_model(analyses: dict[str, Analysis], kind: str, key: str) -> Analysis | None:
-    names = [n for n, a in analyses.items() if a.meta and appkit.has_kind(a.meta.arch, kind)]
+    names = [n for n, a in analyses.items() if a.meta and ui.has_kind(a.meta.arch, kind)]
     if not names:
         st.info(f"No model with {kind} attention is loaded.")
         return None
@@ -103,7 +104,7 @@ def view_se(analyses: dict[str, Analysis]) -> None:
     a = pick_model(analyses, "se", "se-model")
     if a is None:
         return
-    st.caption(appkit.EXPLAIN["se"])
+    st.caption(ui.EXPLAIN["se"])
     chart(figures.gates_heatmap(a.se, "SE gates of every block (rows) and channel (columns)"), key="se-overview")
     prof = registry().profile(a.model_name)
     if prof is not None:
@@ -122,7 +123,7 @@ def view_se(analyses: dict[str, Analysis]) -> None:
 def overlay_controls(prefix: str) -> tuple[float, str]:
     c1, c2 = st.columns(2)
     opacity = c1.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key=f"{prefix}-opacity")
-    cmap = c2.selectbox("Colour map", ["Jet", "Viridis", "Inferno", "Hot", "Greys"], key=f"{prefix}-cmap")
+    cmap = c2.selectbox("Colour map", figures.COLORSCALES, key=f"{prefix}-cmap")
     return opacity, cmap
 
 
@@ -130,15 +131,15 @@ def view_cbam(analyses: dict[str, Analysis]) -> None:
     a = pick_model(analyses, "cbam", "cbam-model")
     if a is None:
         return
-    st.caption(appkit.EXPLAIN["cbam"])
+    st.caption(ui.EXPLAIN["cbam"])
     opacity, cmap = overlay_controls("cbam")
-    cols = st.columns(4)
+    cols = st.columns(2)
     bg = figures.image_uri(a.display)
     for i, (path, m) in enumerate(a.cbam_spatial.items()):
-        with cols[i % 4]:
+        with cols[i % 2]:
             chart(figures.overlay(a.display, m, f"{figures.short_name(path)} ({m.shape[0]}×{m.shape[1]})",
-                                  opacity=opacity, colorscale=cmap, background=bg, extent=a.image_size),
-                  key=f"cbam-s-{path}")
+                                  opacity=opacity, colorscale=cmap, background=bg, extent=a.image_size,
+                                  width_px=ui.MAP_WIDTH["cbam"]), key=f"cbam-s-{path}")
     chart(figures.gates_heatmap(a.cbam_channel, "CBAM channel gates of every block"), key="cbam-overview")
     path = st.selectbox("Channel gates of block", list(a.cbam_channel), format_func=figures.short_name,
                         key="cbam-block")
@@ -151,60 +152,67 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
     a = pick_model(analyses, "self_attn", "sa-model")
     if a is None:
         return
-    st.caption(appkit.EXPLAIN["self_attn"] + " Click the image to choose the query pixel.")
+    st.caption(ui.EXPLAIN["self_attn"] + " Click the image to choose the query pixel.")
     click_key = f"click-{img_key}-{a.model_name}"
     query_key = f"query-{img_key}-{a.model_name}"
     click = st.session_state.get(click_key)
     if click and st.session_state.get(f"{click_key}-seen") != click:
         st.session_state[f"{click_key}-seen"] = click
-        st.session_state[query_key] = appkit.to_image_xy(click, a.image_size)
-    q = st.session_state.get(query_key, appkit.centre(a.image_size))
+        st.session_state[query_key] = ui.to_image_xy(click, a.image_size)
+    q = st.session_state.get(query_key, ui.centre(a.image_size))
     left, right = st.columns([3, 5])
     with left:
-        shown = appkit.marked_image(a.display, q, extent=a.image_size)
+        shown = ui.marked_image(a.display, q, extent=a.image_size)
         streamlit_image_coordinates(shown, width="stretch", key=click_key, cursor="crosshair",
                                     image_format="JPEG", jpeg_quality=90)
         opacity, cmap = overlay_controls("sa")
     with right:
-        st.caption(appkit.QUALITY_HELP)
+        st.caption(ui.QUALITY_HELP)
         for layer in a.self_attn:
             h, w = a.self_attn_grid[layer]
             row, col = a.cell(layer, *q)
             quality = head_quality(a.self_attn[layer])
             st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
                         f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
-            for line in appkit.uniform_warnings(figures.short_name(layer), quality):
+            for line in ui.uniform_warnings(figures.short_name(layer), quality):
                 st.warning(line)
             live_figure(figures.query_panel(a.display, a.query(layer, *q), q, layer, opacity=opacity,
-                                            colorscale=cmap, extent=a.image_size, quality=quality),
+                                            colorscale=cmap, extent=a.image_size, quality=quality,
+                                            width_px=ui.MAP_WIDTH["self_attn"]),
                         key=f"sa-{layer}", config=PNG_CONFIG)
+
+
+def compare_layer(kind: str, layers: list[str]) -> str:
+    return st.selectbox("Layer", layers, index=ui.default_layer(kind, layers), format_func=figures.short_name,
+                        key=f"cmp-{kind}-layer")
 
 
 def view_compare(analyses: dict[str, Analysis]) -> None:
     cols = st.columns(3)
     with cols[0]:
         st.subheader("SE: channels")
-        st.caption(appkit.EXPLAIN["se"])
+        st.caption(ui.EXPLAIN["se"])
         a = pick_model(analyses, "se", "cmp-se")
         if a:
-            path = list(a.se)[-1]
+            path = compare_layer("se", list(a.se))
             chart(figures.gate_bars(a.se[path], f"{figures.short_name(path)} gates", sort=True), key="cmp-se")
     with cols[1]:
         st.subheader("CBAM: channels + where")
-        st.caption(appkit.EXPLAIN["cbam"])
+        st.caption(ui.EXPLAIN["cbam"])
         a = pick_model(analyses, "cbam", "cmp-cbam")
         if a:
-            path = list(a.cbam_spatial)[-3]  # layer3.1: 14×14 at 224 px, late enough to be about the object
+            path = compare_layer("cbam", list(a.cbam_spatial))
             chart(figures.overlay(a.display, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate",
-                                  extent=a.image_size), key="cmp-cbam")
+                                  extent=a.image_size, width_px=ui.MAP_WIDTH["compare"]), key="cmp-cbam")
     with cols[2]:
         st.subheader("Self-attention: point to point")
-        st.caption(appkit.EXPLAIN["self_attn"])
+        st.caption(ui.EXPLAIN["self_attn"])
         a = pick_model(analyses, "self_attn", "cmp-sa")
         if a:
-            layer = list(a.self_attn)[0]
-            q = appkit.centre(a.image_size)
-            chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size), key="cmp-sa")
+            layer = compare_layer("self_attn", list(a.self_attn))
+            q = ui.centre(a.image_size)
+            chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size,
+                                     width_px=ui.MAP_WIDTH["compare"]), key="cmp-sa")
             st.caption("Query: the image centre (choose another in the Self-attention view).")
 
 
@@ -225,7 +233,7 @@ def main() -> None:
     st.title("attnviz: see attention inside image classifiers")
     names = registry().names() + own_weights()
     if not names:
-        st.error("No models found: put weights pairs in weights/ or set ATTNVIZ_WEIGHTS_DIR.")
+        st.error("No models found: put weights pairs in a folder and set ATTNVIZ_WEIGHTS_DIR.")
         return
     picked = pick_image()
     if picked is None:
@@ -237,7 +245,7 @@ def main() -> None:
         return
     first = next(iter(analyses.values()))
     st.sidebar.image(first.display, caption=f"{label} ({first.image_size[0]}×{first.image_size[1]})")
-    view = st.radio("View", appkit.VIEWS, horizontal=True, key="view", label_visibility="collapsed")
+    view = st.radio("View", ui.VIEWS, horizontal=True, key="view", label_visibility="collapsed")
     if view == "Predictions":
         view_predictions(analyses)
     elif view == "SE":

@@ -110,7 +110,7 @@ class capture:  # noqa: N801 - used like a function: ``with capture(model) as ma
     def _hook(self, name: str):
         # The attention matrix is kept without a copy: it is a new tensor that
         # SelfAttention2d only reads (``attn @ v``), never writes, and copying its
-        # (B, heads, N, N) floats (9.8 MB at 224 px with 4 heads in stage 2) cost 11 % of a forward pass.
+        # (B, heads, N, N) floats was a large share of a forward pass (docs/benchmarks.md).
         # Every other output is cloned: blocks may change tensors in place later.
         copy = self.maps.kinds.get(name) != "self_attn"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .capture import attention_modules
 from .image import ImageError
+from .models import ARCHITECTURES
 from .weights import WeightsError
 
 
@@ -41,7 +42,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     found = find_weights()
     if not found:
-        print("no models found (looked in the shipped weights/ and $ATTNVIZ_WEIGHTS_DIR)")
+        print("no models found (looked in the package's shipped/ folder and $ATTNVIZ_WEIGHTS_DIR)")
         return 1
     status = 0
     for name, path in sorted(found.items()):
@@ -110,7 +111,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .training.evaluate import evaluate
 
     acc, n, size = evaluate(args.model, Path(args.directory), size=args.size)
     print(f"{args.model}: top-1 {acc:.4f} ({acc:.2%}) on {n} images at {size}px")
@@ -118,12 +119,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from .data import decode_folder
-    from .evaluate import model_targets
     from .explain import write_pngs
     from .export import write_atomic
     from .figures import profile_grid
-    from .profile import se_blocks, se_profile
+    from .training.data import decode_folder
+    from .training.evaluate import model_targets
+    from .training.profile import se_blocks, se_profile
     from .weights import load_model
 
     model = load_model(args.model)
@@ -192,7 +193,8 @@ def phases(text: str) -> list[tuple[int, int]]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import Recipe, train
+    from .training.loop import train
+    from .training.recipe import Recipe
 
     recipe = Recipe(seed=args.seed)
     if args.phases:
@@ -274,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on an ImageFolder directory")
     t.add_argument("train_dir", help="ImageFolder directory: train_dir/<class>/<image>")
-    t.add_argument("--arch", required=True, choices=("resnet18", "se_resnet18", "cbam_resnet18", "sa_resnet18"))
+    t.add_argument("--arch", required=True, choices=ARCHITECTURES)
     t.add_argument("--val-dir", help="ImageFolder directory to measure top-1 on")
     t.add_argument("--out", required=True, help="directory for <name>.safetensors + <name>.json")
     t.add_argument("--name", help="model name (default: the architecture)")
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--val-every", type=int, default=10, metavar="N",
                    help="log val top-1 every N epochs (default 10; 0: only at the end; training is the same)")
-    from .train import Recipe  # its default phases for the help; torch is loaded already
+    from .training.recipe import Recipe  # its default phases for the help; torch is loaded already
 
     default_phases = ",".join(f"{n}x{size}" for n, size in Recipe().phases)
     t.add_argument("--phases", type=phases, help="progressive resizing as EPOCHSxSIZE,... "

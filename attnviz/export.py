@@ -28,8 +28,8 @@ def tensors(a: Analysis) -> dict[str, np.ndarray]:
 
 def npz_bytes(a: Analysis) -> bytes:
     buf = io.BytesIO()
-    # Uncompressed: float32 attention matrices shrink ~15 % under zlib at 20x the time
-    # (8.9 vs 10.5 MB, 404 vs 21 ms for sa_resnet18 at 224 px).
+    # Uncompressed: float32 attention matrices hardly shrink under zlib, at many times
+    # the time (docs/benchmarks.md, "Explain throughput").
     np.savez(buf, **tensors(a))
     return buf.getvalue()
 

@@ -18,6 +18,10 @@ from PIL import Image
 
 from .image import DISPLAY_MAX_SIDE, display_image
 
+COLORSCALES = ("Viridis", "Inferno", "Cividis", "Greys", "Jet")
+"""Colour maps offered for overlays; the first, perceptually uniform, is the default
+(Jet is kept for those used to it, but its bright bands invent edges)."""
+DEFAULT_COLORSCALE = COLORSCALES[0]
 GATE_AXIS = "gate value (absolute, 0..1)"
 ATTN_AXIS = "attention weight (each query's row sums to 1)"
 
@@ -151,7 +155,7 @@ def overlay(
     title: str = "",
     *,
     opacity: float = 0.55,
-    colorscale: str = "Jet",
+    colorscale: str = DEFAULT_COLORSCALE,
     zmax: float | None = 1.0,
     colorbar_title: str = GATE_AXIS,
     colorbar: dict | None = None,
@@ -159,6 +163,7 @@ def overlay(
     show_colorbar: bool = True,
     background: str | None = None,
     extent: tuple[int, int] | None = None,
+    width_px: int = 480,
 ) -> go.Figure:
     """A (h, w) map drawn over the image it was computed from. ``zmax=None`` scales
     colours from 0 to the map's largest value. ``query`` marks a pixel.
@@ -166,17 +171,27 @@ def overlay(
     ``extent``: (width, height) of the original image, the coordinates of ``query``
     and of the axes, when ``im`` is a smaller copy of it (``Analysis.display``).
     ``colorbar``: a whole colour bar (``attention_colorbar``) instead of one titled
-    ``colorbar_title``."""
+    ``colorbar_title``. ``width_px``: the width in px the map is meant to be drawn at; the
+    figure is as tall as the map is at that width, so the map fills the figure's height
+    and its colour bar (``len=1``) is exactly as tall as the map."""
     z = _as_numpy(grid_map).astype(float)
     if not show_colorbar:
         colorbar = None
     elif colorbar is None:
         colorbar = dict(title=dict(text=colorbar_title, side="right"), thickness=14)
+    extent = extent or im.size
     traces, image, axes = _overlay_parts(
-        1, extent or im.size, z, background=background or image_uri(im), opacity=opacity, colorscale=colorscale,
+        1, extent, z, background=background or image_uri(im), opacity=opacity, colorscale=colorscale,
         zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query)
+    top = 40 if title else 0
     return go.Figure(data=traces, layout=dict(
-        title=title, margin=dict(l=0, r=0, t=40 if title else 0, b=0), height=360, images=[image], **axes))
+        title=title, margin=dict(l=0, r=0, t=top, b=0), height=map_height(extent, width_px) + top, images=[image],
+        **axes))
+
+
+def map_height(extent: tuple[int, int], width: int) -> int:
+    """Height in px of a map of an ``extent`` = (W, H) image drawn ``width`` px wide."""
+    return max(120, round(width * extent[1] / extent[0]))
 
 
 def _tile_edges(n_tiles: int, cells: int, extent: float, gap: float) -> np.ndarray:
@@ -216,9 +231,10 @@ def query_panel(
     layer: str,
     *,
     opacity: float = 0.6,
-    colorscale: str = "Jet",
+    colorscale: str = DEFAULT_COLORSCALE,
     extent: tuple[int, int] | None = None,
     quality: Sequence | None = None,
+    width_px: int = 800,
 ) -> go.Figure:
     """For one query pixel and one self-attention layer, one figure: the mean over
     heads (large, left) and every head (a mosaic of tiles, right), overlaid on the
@@ -226,7 +242,9 @@ def query_panel(
     among them, so heads compare honestly; the colour bar says what the values are and
     marks the uniform level 1/N; hovering a cell gives its weight (and its head).
     ``extent`` as in ``overlay``. ``quality``: each head's ``HeadQuality`` (this image's
-    entropy ÷ log N and query-dependence), written on its tile.
+    entropy ÷ log N and query-dependence), written on its tile. ``width_px``: the figure's
+    width in px as drawn; the figure is as tall as the mean map is at that width, so
+    the map and its colour bar have one height.
 
     This figure is redrawn on every click, and Plotly's cost in the browser grows with
     the number of traces and axes: so the heads are one heatmap over one photo mosaic
@@ -275,7 +293,8 @@ def query_panel(
                     xanchor="left", yanchor="top", showarrow=False, font=dict(size=11),
                     bgcolor="rgba(255,255,255,0.75)") for i, (r, c) in enumerate(tiles)]
     return go.Figure(data=traces, layout=dict(
-        title=f"{short_name(layer)}: where the query attends", height=420, margin=dict(l=0, r=0, t=60, b=0),
+        title=f"{short_name(layer)}: where the query attends", height=map_height(extent, int(width_px * (split - 0.02)))
+        + 60, margin=dict(l=0, r=0, t=60, b=0),
         images=[mean_image, heads_image], annotations=labels, **axes))
 
 
@@ -286,12 +305,14 @@ def query_mean(
     layer: str,
     *,
     extent: tuple[int, int] | None = None,
+    width_px: int = 480,
 ) -> go.Figure:
     """The compact form of ``query_panel``: only the mean over heads of the (heads, h, w)
     ``maps``, from 0 to its largest weight, the query marked."""
     mean = _as_numpy(maps).astype(float).mean(0)
     return overlay(im, mean, f"{short_name(layer)}: mean of {len(maps)} heads", zmax=None,
-                   colorbar=attention_colorbar(float(mean.max()), mean.size), query=query, extent=extent)
+                   colorbar=attention_colorbar(float(mean.max()), mean.size), query=query, extent=extent,
+                   width_px=width_px)
 
 
 def profile_curves(profile, block: str, image_gates: torch.Tensor | np.ndarray | None = None) -> go.Figure:

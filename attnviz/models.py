@@ -1,4 +1,4 @@
-"""The four ResNet-18s attnviz ships: same backbone, differing only in attention.
+"""The ResNet-18s attnviz ships: same backbone, differing only in attention.
 
 Built on torchvision's ``ResNet`` and ``BasicBlock``. torchvision's ``ResNet.__init__``
 fixes the stem at 64 channels, so ``AttnResNet`` sets up the same layers with a
@@ -16,6 +16,7 @@ torchvision's forward. Attention is placed as in the papers:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -24,7 +25,6 @@ from torchvision.models.resnet import BasicBlock, ResNet, conv1x1
 
 from .layers import CBAM, SelfAttention2d, SqueezeExcite
 
-ARCHITECTURES = ("resnet18", "se_resnet18", "cbam_resnet18", "sa_resnet18")
 STAGE_DEPTHS = (2, 2, 2, 2)
 # sa_resnet18's attention heads per stage: 32 channels a head at the shipped width
 # (64 channels in stage 2, 128 in stage 3). Each head's N x N matrix is what costs
@@ -136,25 +136,40 @@ class AttnResNet(ResNet):
                 nn.init.zeros_(m.bn.weight)
 
 
-def _choose(arch: str) -> BlockChooser:
-    if arch == "resnet18":
-        return lambda stage, i: BasicBlock
-    if arch == "se_resnet18":
-        return lambda stage, i: SEBasicBlock
-    if arch == "cbam_resnet18":
-        return lambda stage, i: CBAMBasicBlock
-    if arch == "sa_resnet18":
-        def choose(stage: int, i: int) -> Callable[..., BasicBlock]:
-            if stage in SA_HEADS and i == STAGE_DEPTHS[stage - 1] - 1:
-                return partial(SABasicBlock, num_heads=SA_HEADS[stage])
-            return BasicBlock
-        return choose
-    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+def _sa_block(stage: int, i: int) -> Callable[..., BasicBlock]:
+    if stage in SA_HEADS and i == STAGE_DEPTHS[stage - 1] - 1:
+        return partial(SABasicBlock, num_heads=SA_HEADS[stage])
+    return BasicBlock
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One entry of the registry: how to build the model and which attention kinds
+    (``capture.KINDS``) it produces, from which the CLI, the app's views and the
+    tests are derived."""
+
+    name: str
+    choose_block: BlockChooser
+    kinds: tuple[str, ...]
+    summary: str
+
+
+REGISTRY: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("resnet18", lambda stage, i: BasicBlock, (), "no attention (the baseline)"),
+    Architecture("se_resnet18", lambda stage, i: SEBasicBlock, ("se",), "SE in every block"),
+    Architecture("cbam_resnet18", lambda stage, i: CBAMBasicBlock, ("cbam_channel", "cbam_spatial"),
+                 "CBAM in every block"),
+    Architecture("sa_resnet18", _sa_block, ("self_attn",), "self-attention in the last block of stages 2 and 3"),
+)}
+ARCHITECTURES = tuple(REGISTRY)
+"""Every registered architecture, by name: adding one is an entry in ``REGISTRY``."""
 
 
 def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnResNet:
     """A randomly initialised model of one of ``ARCHITECTURES``, in training mode."""
-    return AttnResNet(_choose(arch), width=width, num_classes=num_classes)
+    if arch not in REGISTRY:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return AttnResNet(REGISTRY[arch].choose_block, width=width, num_classes=num_classes)
 
 
 def attention_heads(model: nn.Module) -> dict[str, int]:

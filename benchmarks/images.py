@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from attnviz.service import sample_images
+from attnviz.app.service import sample_images
 
 
 def default_sample() -> Path:

@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 import attnviz
-from attnviz import appkit, figures
+from attnviz import figures
+from attnviz.app import ui
 from tests.browser import (
     CHROMIUM,
     app_server,
@@ -177,10 +178,10 @@ def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: P
     shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
 
     rng = random.Random(seed)
-    last_cell = reference.cell(layer, *appkit.centre(reference.image_size))
+    last_cell = reference.cell(layer, *ui.centre(reference.image_size))
     while len(run.click_s) < clicks:
         cx, cy = rng.randint(2, shown_w - 3), rng.randint(2, shown_h - 3)
-        x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, reference.image_size)
+        x, y = ui.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, reference.image_size)
         if reference.cell(layer, x, y) == last_cell:
             continue  # same map as now: nothing to wait for
         last_cell = reference.cell(layer, x, y)

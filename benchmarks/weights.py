@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 import attnviz
-from attnviz import appkit
+from attnviz.app import ui
 from attnviz.weights import ENV_VAR, WeightsMeta, find_weights
 
 RANDOM_WIDTH = 32
@@ -66,6 +66,6 @@ def self_attention_model(names: list[str]) -> str | None:
     shows first (the app's own rule), read from the metadata without loading weights."""
     found = find_weights()
     for name in names:
-        if appkit.has_kind(WeightsMeta.from_json(found[name].with_suffix(".json")).arch, "self_attn"):
+        if ui.has_kind(WeightsMeta.from_json(found[name].with_suffix(".json")).arch, "self_attn"):
             return name
     return None

@@ -77,9 +77,9 @@ def chromium_page(width: int = 1500, height: int = 1100):
 COMPONENT = 'iframe[title="streamlit_image_coordinates.streamlit_image_coordinates"]'
 IMAGE_UPLOADER = "JPEG, PNG"  # the start of the image uploader's label (other uploaders take weights)
 
-# The self-attention view draws each layer in a live figure (attnviz.live_figure), an
+# The self-attention view draws each layer in a live figure (attnviz.app.live_figure), an
 # iframe that keeps its Plotly chart across reruns.
-LIVE_FIGURE = 'iframe[title="attnviz.live_figure.live_figure"]'
+LIVE_FIGURE = 'iframe[title="attnviz.app.live_figure.live_figure"]'
 
 # In one frame, the z of the first heatmap of every chart (in the self-attention view:
 # the layer's mean over heads), as the figure carries it: a nested list, or plotly's
@@ -188,11 +188,11 @@ def click_pixel(page, img, reference, cx: int, cy: int, timeout: float = 30.0):
     mouse click to the first frame that showed all of it."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    from attnviz import appkit
+    from attnviz.app import ui
 
     shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
     width, height = reference.image_size
-    x, y = appkit.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
+    x, y = ui.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
     expected = [reference.query(layer, x, y).mean(0).numpy().ravel().tolist() for layer in reference.self_attn]
     box = img.bounding_box()
     text = f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}"

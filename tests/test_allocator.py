@@ -3,7 +3,7 @@ import ctypes
 import pytest
 import torch
 
-from attnviz.allocator import _glibc, freed_memory_kept
+from attnviz.training.allocator import _glibc, freed_memory_kept
 
 GIB = 1 << 30  # bytes; the tensors below are never written, so no memory is touched
 
@@ -41,6 +41,6 @@ def test_freed_memory_stays_in_the_heap_inside_only():
 
 
 def test_does_nothing_where_malloc_is_not_glibc(monkeypatch):
-    monkeypatch.setattr("attnviz.allocator._glibc", lambda: None)
+    monkeypatch.setattr("attnviz.training.allocator._glibc", lambda: None)
     with freed_memory_kept() as applied:
         assert applied is False

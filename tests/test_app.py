@@ -11,7 +11,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import attnviz
-from attnviz.service import image_key, sample_images
+from attnviz.app.service import image_key, sample_images
 
 from .conftest import noise_image, plotly_array
 
@@ -28,6 +28,15 @@ def app(tiny_env, monkeypatch):
     return at
 
 
+def _app_with_only(weights_dir: Path, monkeypatch) -> AppTest:
+    """The app, run once, seeing only the weights pairs in ``weights_dir``."""
+    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(weights_dir))
+    monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    return at
+
+
 def _png(w=120, h=80, seed=1) -> bytes:
     buf = io.BytesIO()
     noise_image(w, h, seed).save(buf, "PNG")
@@ -39,7 +48,7 @@ def _charts(at):
 
 
 def _live_figures(at) -> list[dict]:
-    """The figures of the live charts (attnviz.live_figure) on the page, as JSON."""
+    """The figures of the live charts (attnviz.app.live_figure) on the page, as JSON."""
     return [json.loads(json.loads(c.proto.json_args)["figure"]) for c in at.get("component_instance")
             if c.proto.component_name.endswith("live_figure")]
 
@@ -110,10 +119,7 @@ def test_se_view_draws_the_shipped_class_profile_with_this_image(tiny_weights_di
                      means={b: [[0.25] * w, [0.75] * w] for b, w in zip(blocks, widths)},
                      specificity={b: 0.5 for b in blocks})
     profile_path(tmp_path / "tiny_se_resnet18.safetensors").write_text(prof.to_json())
-    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+    at = _app_with_only(tmp_path, monkeypatch)
     at.radio(key="view").set_value("SE").run()
     assert not at.exception, at.exception
     spec = json.loads(_charts(at)[1].proto.spec)
@@ -136,3 +142,33 @@ def test_own_weights_can_be_uploaded_and_a_bad_pair_is_refused(app, tiny_weights
     assert not app.exception and not app.error
     assert any("(uploaded " in s.value for s in app.success)
     assert len(_charts(app)) == 5  # the four tiny models and the uploaded one
+
+
+def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_uniform(tmp_path, monkeypatch):
+    from attnviz.layers import SelfAttention2d
+    from attnviz.weights import save_pair
+
+    from .conftest import tiny_meta, tiny_model
+
+    model = tiny_model("sa_resnet18")
+    flat = model.layer3[1].attn  # q = 0: every cosine is 0; slope 0: no position term: rows 1/N
+    assert isinstance(flat, SelfAttention2d)
+    with torch.no_grad():
+        flat.q.weight.zero_()
+        flat.slope.zero_()
+    save_pair(model, tiny_meta("sa_resnet18", "tiny_flat_sa"), tmp_path)
+    at = _app_with_only(tmp_path, monkeypatch)
+    at.radio(key="view").set_value("Self-attention").run()
+    assert not at.exception, at.exception
+    assert any("query-dependence" in c.value and "entropy" in c.value for c in at.caption)
+    warnings = [w.value for w in at.warning]
+    assert warnings == [f"layer3.1 head {i} spreads its attention almost evenly (entropy ÷ log N = 1.00): "
+                        "it acts like an average, not a lookup." for i in range(4)]
+    layer2, layer3 = _live_figures(at)
+    tiles = [a["text"] for a in layer3["layout"]["annotations"] if a["text"].startswith("head")]
+    assert tiles == [f"head {i}: entropy 1.00, query-dep. 0.00" for i in range(4)]
+    assert not any("entropy 1.00" in a["text"] for a in layer2["layout"]["annotations"])
+    for fig, n in ((layer2, 64), (layer3, 16)):  # the colour bar marks the uniform level 1/N
+        bar = next(t for t in fig["data"] if t["type"] == "heatmap" and t.get("showscale"))["colorbar"]
+        assert f"uniform 1/{n}" in bar["ticktext"]
+        assert bar["tickvals"][bar["ticktext"].index(f"uniform 1/{n}")] == pytest.approx(1 / n)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import attnviz
-from attnviz import appkit
-from attnviz.service import sample_images
+from attnviz.app import ui
+from attnviz.app.service import sample_images
 
 from .browser import (
     CHROMIUM,
@@ -37,7 +37,7 @@ ARTIFACTS = Path(os.environ.get("ATTNVIZ_TEST_ARTIFACTS", Path(__file__).resolve
 def _sa_model_name() -> str:
     """The model the app's self-attention view shows first (same rule as the app)."""
     for name in attnviz.available_models():
-        if appkit.has_kind(attnviz.load_model(name).attnviz_meta.arch, "self_attn"):
+        if ui.has_kind(attnviz.load_model(name).attnviz_meta.arch, "self_attn"):
             return name
     raise AssertionError("no self-attention model")
 

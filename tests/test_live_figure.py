@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from attnviz import live_figure
+from attnviz.app import live_figure
 
 
 def test_the_frontend_directory_holds_the_page_its_script_and_plotly(tmp_path):

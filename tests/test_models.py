@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from attnviz.capture import attention_modules
-from attnviz.models import ARCHITECTURES, build_model
+from attnviz.models import ARCHITECTURES, REGISTRY, build_model
 
 
 def test_four_architectures_share_the_backbone():
@@ -53,3 +53,10 @@ def test_attention_sits_on_the_residual_branch_before_the_addition():
 def test_unknown_architecture_lists_the_known_ones():
     with pytest.raises(ValueError, match="se_resnet18"):
         build_model("vgg16")
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_registered_architecture_produces_the_kinds_it_declares(arch):
+    model = build_model(arch, width=8)
+    assert sorted(set(attention_modules(model).values())) == sorted(REGISTRY[arch].kinds)
+    assert REGISTRY[arch].name == arch and REGISTRY[arch].summary

@@ -2,8 +2,8 @@ import threading
 
 import pytest
 
+from attnviz.app.service import ModelRegistry, ResultCache, sample_images
 from attnviz.image import ImageError
-from attnviz.service import ModelRegistry, ResultCache, sample_images
 
 from .test_app import _png
 

@@ -1,4 +1,4 @@
-"""The shipped weights: what users see. Each of the four models is in ``weights/``,
+"""The shipped weights: what users see. Each of the four models is in ``attnviz/shipped/``,
 verified on load, small, as accurate as its metadata and the README say, and the SE
 profile the app draws is there too."""
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import attnviz
-from attnviz.evaluate import model_targets
 from attnviz.models import ARCHITECTURES
 from attnviz.profile import SEProfile, profile_path
-from attnviz.train import IMAGENETTE_NAMES, Recipe, predict
+from attnviz.training.evaluate import model_targets, predict
+from attnviz.training.recipe import IMAGENETTE_NAMES, Recipe
 from attnviz.weights import SHIPPED_DIR, load_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def test_readme_table_states_the_measured_accuracy(shipped):
 
 @pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/imagenette2-224 beside the repository")
 def test_evaluate_on_the_val_split_reproduces_the_stated_accuracy(shipped):
-    from attnviz.data import decode_folder
+    from attnviz.training.data import decode_folder
 
     torch.manual_seed(0)
     data = decode_folder(VAL, 224)
@@ -90,7 +90,7 @@ def test_the_se_profile_of_the_val_split_ships_with_the_se_model(shipped):
 def test_the_app_opens_on_the_shipped_models_with_their_true_predictions(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from attnviz.service import sample_images
+    from attnviz.app.service import sample_images
     from attnviz.weights import ENV_VAR
 
     monkeypatch.delenv(ENV_VAR, raising=False)
@@ -104,3 +104,41 @@ def test_the_app_opens_on_the_shipped_models_with_their_true_predictions(monkeyp
         bars = json.loads(chart.proto.spec)["data"][0]
         expected = attnviz.analyze(sample, attnviz.load_model(name)).top_k(5)
         assert bars["y"][::-1] == [c for c, _ in expected], name
+
+
+# Issue 18's bounds on every head of every self-attention layer, over the val split.
+MAX_ENTROPY, MIN_QUERY_DEPENDENCE, MIN_IMAGE_DEPENDENCE = 0.90, 0.25, 0.10
+
+
+def _within_bounds(heads) -> None:
+    for h in heads:
+        assert h["entropy"] <= MAX_ENTROPY and h["query_dependence"] >= MIN_QUERY_DEPENDENCE
+        assert h["image_dependence"] >= MIN_IMAGE_DEPENDENCE
+
+
+def test_self_attention_quality_on_the_val_split_is_recorded_within_bounds_and_in_the_readme(shipped):
+    model, meta = shipped["sa_resnet18"]
+    recorded = meta.metrics["attention_quality"]
+    assert list(recorded) == [p for p, kind in attnviz.attention_modules(model).items() if kind == "self_attn"]
+    for layer, heads in recorded.items():
+        assert len(heads) == meta.attention_heads[layer.removesuffix(".softmax")]
+        _within_bounds(heads)
+    # The README's table: layer, head, then the three figures to 3 decimals.
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(layer[\w.]+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", text, flags=re.M)
+    stated = {(layer, int(i)): tuple(map(float, v)) for layer, i, *v in rows}
+    figures = ("entropy", "query_dependence", "image_dependence")
+    assert stated == {(layer.removesuffix(".attn.softmax"), i): tuple(round(h[f], 3) for f in figures)
+                      for layer, heads in recorded.items() for i, h in enumerate(heads)}
+
+
+@pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/imagenette2-224 beside the repository")
+def test_the_shipped_self_attention_attends_on_a_handful_of_val_images(shipped):
+    from attnviz.attention_quality import measure
+    from attnviz.image import list_images
+
+    model, _ = shipped["sa_resnet18"]
+    result = measure(list_images(VAL, limit=20), model).result()  # 2 per class: the folder is sorted by class
+    assert len(result) == 2
+    for heads in result.values():
+        _within_bounds([h.to_json() for h in heads])

@@ -11,12 +11,14 @@ from PIL import Image
 
 import attnviz
 from attnviz.cli import main
-from attnviz.compiled import compiled
-from attnviz.data import crop_grid, random_flip
 from attnviz.image import normalize
 from attnviz.models import build_model
-from attnviz.profile import SEProfile, class_specificity
-from attnviz.train import Recipe, train
+from attnviz.profile import SEProfile
+from attnviz.training.compiled import compiled
+from attnviz.training.data import crop_grid, random_flip
+from attnviz.training.loop import train
+from attnviz.training.profile import class_specificity
+from attnviz.training.recipe import Recipe
 
 
 @pytest.fixture(scope="module")

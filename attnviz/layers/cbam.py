@@ -13,7 +13,7 @@ the sigmoid. Each sigmoid is the submodule ``gate`` so that a forward hook on
 
 The max poolings are ``adaptive_max_pool2d`` and ``max(1)``: their gradient goes to the
 one element each picked. ``amax`` shares it among ties instead, which costs a full-size
-comparison in the backward, and compiled for training (``attnviz/compiled.py``) it gave
+comparison in the backward, and compiled for training (``attnviz/training/compiled.py``) it gave
 NaN gradients in the second step of a small test training (cause not found).
 """
 

@@ -3,12 +3,9 @@
 CBAM's gates are a chain of passes over whole feature maps that do almost no
 arithmetic: two poolings over H x W, a product, two poolings over channels, another
 product; eager autograd adds a full-size gradient for each pooling and sums them.
-Compiled, the chain becomes a few fused loops. Measured on machine B of the README
-(2-core AMD EPYC, batch 96, bf16 autocast, channels_last), whole ``cbam_resnet18``
-training steps, best of 6: 341 -> 267 to 285 ms at 112 px and 904 -> 684 to 692 ms at
-192, over repeated runs (``resnet18``: 227 and 601). Compiling SE's gate (255 -> 252
-ms) or the self-attention layer (269 -> 265 ms; its time is matmuls and a softmax)
-changed nothing, so only CBAM is compiled.
+Compiled, the chain becomes a few fused loops. Compiling SE's gate or the
+self-attention layer (whose time is matrix products and a softmax) changed nothing,
+so only CBAM is compiled. Step times, measured: docs/training.md, "CBAM compiled".
 
 Training only: inference (the app, ``evaluate``, ``profile``) runs the same modules
 eagerly. Where no C++ compiler is found, training runs eagerly too.
@@ -24,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .layers import CBAM
+from ..layers import CBAM
 
 COMPILED_IN_TRAINING: tuple[type[nn.Module], ...] = (CBAM,)
 

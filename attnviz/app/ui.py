@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from .attention_quality import HeadQuality
-from .image import display_image
+from ..attention_quality import HeadQuality
+from ..image import display_image
+from ..models import REGISTRY
 
 VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Compare", "Export")
 
@@ -29,13 +30,32 @@ def uniform_warnings(layer: str, quality: list[HeadQuality]) -> list[str]:
             "it acts like an average, not a lookup." for i, q in enumerate(quality) if q.near_uniform]
 
 
+# The layer each panel of the Compare view opens on, by name: late enough to be about
+# the object, fine enough to see where (14x14 at 224 px); a model without it opens on
+# its last layer of that kind.
+COMPARE_LAYER = {"se": "layer4.1.se.gate", "cbam": "layer3.1.cbam.spatial.gate", "self_attn": "layer3.1.attn.softmax"}
+
+# Widths in px the maps are laid out for on a 1400 px wide page (the maps' heights follow).
+MAP_WIDTH = {"cbam": 540, "self_attn": 780, "compare": 330}
+
+
+def default_layer(kind: str, layers: list[str]) -> int:
+    """Index in ``layers`` of the Compare view's layer for ``kind``."""
+    return layers.index(COMPARE_LAYER[kind]) if COMPARE_LAYER[kind] in layers else len(layers) - 1
+
+
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CLICK_WIDTH = 448
 
 
+# The capture kind that a view needs ('cbam' shows both of CBAM's kinds).
+VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn"}
+
+
 def has_kind(arch: str, kind: str) -> bool:
-    """Whether models of ``arch`` produce ``kind`` ('se', 'cbam', 'self_attn')."""
-    return {"se": arch == "se_resnet18", "cbam": arch == "cbam_resnet18", "self_attn": arch == "sa_resnet18"}[kind]
+    """Whether models of ``arch`` (a registered architecture) have the view ``kind``
+    ('se', 'cbam', 'self_attn'); False for an architecture the registry does not know."""
+    return arch in REGISTRY and VIEW_KIND[kind] in REGISTRY[arch].kinds
 
 
 def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[float, float]:

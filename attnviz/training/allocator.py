@@ -1,16 +1,11 @@
 """Keep freed memory in the process while training, where malloc is glibc's.
 
 Every training step allocates and frees the same large tensors (a self-attention
-matrix at 160 px is 96 x 2 x 400 x 400 bf16 values, 61 MB). glibc serves blocks above
-its mmap threshold with ``mmap`` and unmaps them on ``free``, and trims the top of its
-heap: the next step faults the same pages in again, each one zero-filled by the kernel.
-Measured on a 2-core AMD EPYC (machine B of the README): a process running 10 training
-steps at 160 px of each of the three attention models made 2.8 to 3.3 M page faults and
-5 to 6 s of system time with the defaults, 0.46 M and 1.4 to 1.6 s with this; whole
-trainings of the previous recipe (crops up to 192 px) took 44.9 instead of 48.1
-minutes (``se_resnet18``) and 53.9 instead of 65.3 (``sa_resnet18``, then with 4
-heads), and wrote files bit-identical to those trained without it: only where memory
-comes from changes, not a single value computed.
+matrix is batch x heads x N x N). glibc serves blocks above its mmap threshold with
+``mmap`` and unmaps them on ``free``, and trims the top of its heap: the next step
+faults the same pages in again, each one zero-filled by the kernel. Keeping them changes
+where memory comes from, not a single value computed (the trained files are bit for bit
+the same). What it saved, measured: docs/training.md, "Allocator change".
 """
 
 from __future__ import annotations

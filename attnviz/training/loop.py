@@ -19,126 +19,24 @@ over whole feature maps.
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..attention_quality import measure_batches
+from ..capture import attention_modules
+from ..image import normalize
+from ..models import build_model
+from ..weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_pair, save_pair, sha256_of
 from .allocator import freed_memory_kept
-from .attention_quality import measure_batches
-from .capture import attention_modules
 from .compiled import compiled
-from .data import DecodedFolder, decode_folder, random_flip, random_resized_crop_flip, source_for_crops
-from .image import normalize
-from .models import build_model
-from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_pair, save_pair, sha256_of
-
-IMAGENETTE_NAMES = {
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888257": "parachute",
-}
-
-
-@dataclass
-class Recipe:
-    """The training recipe; identical for every architecture."""
-
-    width: int = 32
-    batch_size: int = 96
-    lr: float = 0.2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 2.0
-    # (epochs, crop size) phases, run in order.
-    phases: list[tuple[int, int]] = field(default_factory=lambda: [(18, 96), (16, 112), (12, 128), (10, 160)])
-    crop_scale: tuple[float, float] = (0.25, 1.0)
-    decode_size: int = 224
-    eval_size: int = 224
-    # FixRes fine-tune after the phases: epochs at eval_size on whole images.
-    finetune_epochs: int = 1
-    finetune_lr: float = 0.02
-    seed: int = 0
-
-    @property
-    def main_epochs(self) -> int:
-        """Epochs of the progressive phases (random-resized crops)."""
-        return sum(n for n, _ in self.phases)
-
-    @property
-    def epochs(self) -> int:
-        """Every epoch trained: the phases, then the fine-tune."""
-        return self.main_epochs + self.finetune_epochs
-
-    def is_finetune(self, epoch: int) -> bool:
-        return epoch >= self.main_epochs
-
-    def crop_size(self, epoch: int) -> int:
-        if self.is_finetune(epoch):
-            return self.eval_size
-        for n, size in self.phases:
-            if epoch < n:
-                return size
-            epoch -= n
-        return self.phases[-1][1]
-
-    def lr_at(self, step: int, steps_per_epoch: int) -> float:
-        warm = self.warmup_epochs * steps_per_epoch
-        main = self.main_epochs * steps_per_epoch
-        if step >= main:  # the fine-tune's own cosine, from finetune_lr to 0
-            progress = (step - main) / max(1, self.finetune_epochs * steps_per_epoch)
-            return self.finetune_lr * 0.5 * (1 + math.cos(math.pi * progress))
-        if step < warm:
-            return self.lr * (0.1 + 0.9 * step / warm)
-        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, main - warm)))
-
-    def to_json(self) -> dict:
-        """Every setting as JSON types, as a pair's metadata records them."""
-        return json.loads(json.dumps(asdict(self)))
-
-    def main_fields(self) -> dict:
-        """The settings that decide the phases' weights (JSON types), to check that a
-        pair's main phases were trained with this recipe before fine-tuning it."""
-        return {k: v for k, v in self.to_json().items() if not k.startswith("finetune_")}
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, data: DecodedFolder, mean, std, batch_size: int = 128) -> torch.Tensor:
-    """Predicted class of every image, fp32, exactly as ``attnviz.analyze`` feeds them."""
-    preds = []
-    for i in range(0, len(data.labels), batch_size):
-        x = normalize(data.images[i : i + batch_size], mean, std, torch.channels_last)
-        preds.append(model(x).argmax(1))
-    return torch.cat(preds)
-
-
-def top1(model: nn.Module, data: DecodedFolder, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
-    was_training = model.training
-    model.eval()
-    try:
-        return (predict(model, data, mean, std) == data.labels).float().mean().item()
-    finally:
-        model.train(was_training)
+from .data import decode_folder, random_flip, random_resized_crop_flip, source_for_crops
+from .evaluate import top1
+from .recipe import Recipe, class_names, param_groups
 
 
 def start_from_pair(model: nn.Module, pair: Path, arch: str, recipe: Recipe) -> float:
@@ -155,8 +53,38 @@ def start_from_pair(model: nn.Module, pair: Path, arch: str, recipe: Recipe) -> 
     return float(meta.training["train_minutes"]) * 60
 
 
-def class_names(folders: list[str]) -> list[str]:
-    return [IMAGENETTE_NAMES.get(f, f) for f in folders]
+def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, criterion: nn.Module, source: torch.Tensor,
+                    labels: torch.Tensor, order: torch.Tensor, gen: torch.Generator, recipe: Recipe, epoch: int,
+                    desc: str = "") -> tuple[float, float]:
+    """One epoch of ``recipe``: batches of ``source`` (uint8 images) in ``order``, random
+    crops and flips from ``gen`` (flips only in the fine-tune), bf16 autocast, the
+    learning rate set per step. Returns (mean loss, train accuracy)."""
+    steps = len(labels) // recipe.batch_size
+    size, finetune = recipe.crop_size(epoch), recipe.is_finetune(epoch)
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(range(steps), desc=desc, leave=False)
+    for step in bar:
+        idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+        if finetune:
+            x = random_flip(source[idx], gen)
+        else:
+            x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
+        x = normalize(x, IMAGENET_MEAN, IMAGENET_STD, torch.channels_last)
+        y = labels[idx]
+        for g in opt.param_groups:
+            g["lr"] = recipe.lr_at(epoch * steps + step, steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = criterion(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return loss_sum / seen, correct / seen
 
 
 @freed_memory_kept()  # the same tensors every step: keep their memory, no page faults
@@ -238,36 +166,15 @@ def train(
             source, source_for = whole.images, "whole"
         elif not finetune and source_for != size:
             source, source_for = source_for_crops(train_data.images, size), size
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps), desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px", leave=False)
         with compiled(model) as compiled_now:
             if compiled_now and epoch == start_epoch:
                 log(f"{name}: {len(compiled_now)} modules compiled for training ({compiled_now[0]}, ...)")
             compiled_names = compiled_now
-            for step in bar:
-                idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-                if finetune:
-                    x = random_flip(source[idx], gen)
-                else:
-                    x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
-                x = normalize(x, IMAGENET_MEAN, IMAGENET_STD, torch.channels_last)
-                y = train_data.labels[idx]
-                for g in opt.param_groups:
-                    g["lr"] = recipe.lr_at(epoch * steps + step, steps)
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    logits = model(x)
-                loss = criterion(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(y)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            loss, acc = train_one_epoch(model, opt, criterion, source, train_data.labels, order, gen, recipe, epoch,
+                                        desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px")
         elapsed += time.perf_counter() - t0
-        msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss_sum / seen:.3f} "
-               f"train-acc {correct / seen:.3f} {elapsed / 60:.1f} min")
+        msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss:.3f} "
+               f"train-acc {acc:.3f} {elapsed / 60:.1f} min")
         if val_data is not None and val_every and (epoch + 1) % val_every == 0 and epoch + 1 < recipe.epochs:
             msg += f" val-top1 {top1(model, val_data):.4f}"
         log(msg)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from torch import nn
 
-from . import limits
-from .analysis import Analysis, analyze
-from .profile import SEProfile, profile_path
-from .weights import WeightsError, WeightsMeta, find_weights, load_pair
+from .. import limits
+from ..analysis import Analysis, analyze
+from ..profile import SEProfile, profile_path
+from ..weights import WeightsError, WeightsMeta, find_weights, load_pair
 
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 
 
 DEFAULT_SAMPLE = "temple"

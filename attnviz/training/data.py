@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .image import IMAGE_SUFFIXES, load_image, squash, to_uint8_tensor
+from ..image import IMAGE_SUFFIXES, load_image, squash, to_uint8_tensor
 
 
 @dataclass
@@ -115,8 +115,8 @@ def random_resized_crop_flip(
 def crop_grid(sx: torch.Tensor, tx: torch.Tensor, sy: torch.Tensor, ty: torch.Tensor, size: int) -> torch.Tensor:
     """``F.affine_grid`` (``align_corners=False``) for the axis-aligned transforms
     ``x' = sx x + tx``, ``y' = sy y + ty``, one per image: (B, size, size, 2), equal to
-    it bit for bit (a test checks) and about ten times faster (a batch of 96 at 192 px:
-    23 -> 1.7 ms). affine_grid multiplies every output position's (x, y, 1) by a 3 x 2
+    it bit for bit (a test checks) and much faster (docs/training.md, "Data
+    preparation"). affine_grid multiplies every output position's (x, y, 1) by a 3 x 2
     matrix in a batched matmul; here the zeros of those matrices are never multiplied."""
     b = sx.shape[0]
     base = torch.linspace(-1, 1, size) * (size - 1) / size  # affine_grid's pixel centres

@@ -1,14 +1,35 @@
-"""``attnviz evaluate``: top-1 on an ImageFolder directory, through the app's preprocessing."""
+"""``attnviz evaluate``: top-1 on an ImageFolder directory, through the app's
+preprocessing; ``predict`` and ``top1`` also measure a model while it trains."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from ..image import normalize
+from ..weights import IMAGENET_MEAN, IMAGENET_STD, WeightsError, WeightsMeta, load_model
 from .data import DecodedFolder, decode_folder
-from .train import predict
-from .weights import WeightsError, WeightsMeta, load_model
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data: DecodedFolder, mean, std, batch_size: int = 128) -> torch.Tensor:
+    """Predicted class of every image, fp32, exactly as ``attnviz.analyze`` feeds them."""
+    preds = []
+    for i in range(0, len(data.labels), batch_size):
+        x = normalize(data.images[i : i + batch_size], mean, std, torch.channels_last)
+        preds.append(model(x).argmax(1))
+    return torch.cat(preds)
+
+
+def top1(model: nn.Module, data: DecodedFolder, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        return (predict(model, data, mean, std) == data.labels).float().mean().item()
+    finally:
+        model.train(was_training)
 
 
 def model_targets(meta: WeightsMeta, data: DecodedFolder) -> torch.Tensor:
