@@ -1,5 +1,6 @@
 # attnviz: the Streamlit app on CPU, with the shipped weights and sample images baked
-# in, so the container needs no network at run time. See "Deploy" in README.md.
+# in (package data of the installed attnviz), so the container needs no network at run
+# time. See docs/deploy.md.
 #
 #   docker build -t attnviz .
 #   docker run -p 8501:8501 attnviz
@@ -37,18 +38,22 @@ RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" \
     && pip check \
     && python -c "import torch, torchvision, streamlit, streamlit_image_coordinates; print('torch', torch.__version__)"
 
+# The package itself, installed like any wheel: its sample images, the live figure's
+# frontend and the shipped weights are package data (attnviz/shipped/).
+COPY pyproject.toml README.md /src/
+COPY attnviz/ /src/attnviz/
+RUN pip install --no-cache-dir --no-deps /src \
+    && python -c "import attnviz; print('models', attnviz.available_models())"
+
 # --- final image
 FROM python:3.11-slim-bookworm
 
 # HOME and every cache a library may write to point into the app user's home, the
-# only place it can write (besides /tmp). PYTHONPATH=/app: the package is run from
-# the source tree, because the shipped weights are found next to the package
-# (attnviz/../weights), which an installed copy in site-packages would not have.
+# only place it can write (besides /tmp).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app \
     HOME=/home/attnviz \
     XDG_CACHE_HOME=/home/attnviz/.cache \
     XDG_CONFIG_HOME=/home/attnviz/.config \
@@ -61,11 +66,9 @@ RUN groupadd --system --gid 10001 attnviz \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# The code, weights and config are owned by root: the app user can read, not change them.
+# The page and its config are owned by root, as is /opt/venv with the package and its
+# weights: the app user can read, not change them.
 WORKDIR /app
-COPY pyproject.toml README.md requirements.txt ./
-COPY weights/ ./weights/
-COPY attnviz/ ./attnviz/
 COPY app.py ./
 COPY deploy/streamlit.toml ./.streamlit/config.toml
 

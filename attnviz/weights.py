@@ -7,9 +7,10 @@ Loading checks the hash, the architecture, every tensor name and shape, and thos
 against the metadata before anything is loaded; safetensors holds only tensors, so
 nothing is ever unpickled.
 
-Where weights are looked for: the ``weights/`` folder shipped with attnviz, then every
-folder in ``ATTNVIZ_WEIGHTS_DIR`` (``os.pathsep``-separated). A name found in a user's
-folder shadows a shipped model of the same name.
+Where weights are looked for: the ``shipped/`` folder inside the package (package data,
+so an installed wheel has them too), then every folder in ``ATTNVIZ_WEIGHTS_DIR``
+(``os.pathsep``-separated). A name found in a user's folder shadows a shipped model of
+the same name.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import nn
 from .models import ARCHITECTURES, attention_heads, build_model
 
 ENV_VAR = "ATTNVIZ_WEIGHTS_DIR"
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

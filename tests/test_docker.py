@@ -181,7 +181,7 @@ def test_dockerignore_matcher_follows_docker_semantics():
              (False, _pattern_regex("docs/*")), (True, _pattern_regex("docs/keep.md"))]
     assert is_ignored("runs", rules) and is_ignored("runs/a/b.pt", rules)
     assert not is_ignored("attnviz/runs.py", rules) and not is_ignored("x/runs", rules)
-    assert is_ignored("a.tmp", rules) and is_ignored("weights/x.json.tmp", rules)
+    assert is_ignored("a.tmp", rules) and is_ignored("attnviz/shipped/x.json.tmp", rules)
     assert is_ignored("docs/a.md", rules) and not is_ignored("docs/keep.md", rules)
 
 
@@ -205,20 +205,19 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
 
 def test_the_image_holds_what_the_app_needs_at_run_time():
     copied = {s.rstrip("/") for sources, _ in context_copies() for s in sources}
-    for needed in ("app.py", "attnviz", "weights", "deploy/streamlit.toml", "requirements.txt"):
+    for needed in ("app.py", "attnviz", "pyproject.toml", "deploy/streamlit.toml", "requirements.txt"):
         assert needed in copied, f"the image does not get {needed}"
-    # The sample images travel inside the package folder.
+    # The sample images and the shipped weights travel inside the package folder.
     rules = ignore_rules()
-    samples = [f for f in context_files("attnviz", rules) if f.startswith("attnviz/samples/")]
-    if (ROOT / "attnviz" / "samples").is_dir():
-        assert any(f.endswith(".jpg") for f in samples)
+    files = context_files("attnviz", rules)
+    assert any(f.startswith("attnviz/samples/") and f.endswith(".jpg") for f in files)
+    assert any(f.startswith("attnviz/shipped/") and f.endswith(".safetensors") for f in files)
 
 
 def test_shipped_weights_pairs_are_in_the_build_context():
     rules = ignore_rules()
-    shipped = sorted((ROOT / "weights").glob("*.safetensors"))
-    if not shipped:
-        pytest.skip("weights/ holds no shipped weights yet")
+    shipped = sorted((ROOT / "attnviz" / "shipped").glob("*.safetensors"))
+    assert shipped, "attnviz/shipped/ holds no weights"
     for st in shipped:
         for p in (st, st.with_suffix(".json")):
             rel = p.relative_to(ROOT).as_posix()
@@ -228,10 +227,10 @@ def test_shipped_weights_pairs_are_in_the_build_context():
 
 def test_build_context_leaves_out_non_runtime_files():
     rules = ignore_rules()
-    for rel in (".venv/bin/python", ".git/HEAD", "runs/se/last.ckpt.pt", "weights/x.ckpt.pt",
+    for rel in (".venv/bin/python", ".git/HEAD", "runs/se/last.ckpt.pt", "attnviz/shipped/x.ckpt.pt",
                 ".cache/x", "attnviz/__pycache__/a.cpython-311.pyc", ".pytest_cache/v",
                 "tests/test_docker.py", "benchmarks/b.py", ".streamlit/secrets.toml",
-                "weights/x.safetensors.tmp", "requirements-dev.txt"):
+                "attnviz/shipped/x.safetensors.tmp", "requirements-dev.txt"):
         assert is_ignored(rel, rules), f"{rel} would be sent to the docker build"
 
 
@@ -343,12 +342,13 @@ def image_app_dir(tmp_path: Path) -> Path:
 
 
 def image_env(tmp_path: Path, app: Path) -> dict[str, str]:
-    """This machine's environment without any Streamlit or attnviz settings, plus the
-    image's PYTHONPATH and a fresh HOME (so no ~/.streamlit/config.toml applies)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMLIT_", "ATTNVIZ_"))}
+    """This machine's environment without any Streamlit or attnviz settings, and a fresh
+    HOME (so no ~/.streamlit/config.toml applies). attnviz is imported from this
+    environment's installed package, as the image imports it from its /opt/venv."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMLIT_", "ATTNVIZ_")) and k != "PYTHONPATH"}
     home = tmp_path / "home"
     home.mkdir()
-    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), PYTHONPATH=str(app),
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
                PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
     return env
 

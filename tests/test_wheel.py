@@ -1,0 +1,57 @@
+"""The package as a user installs it: a wheel, built without warnings, that carries the
+shipped weights, the sample images and the app's frontend, and works unpacked far from
+this repository."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from attnviz.models import ARCHITECTURES
+
+ROOT = Path(__file__).resolve().parent.parent
+# This machine's pip configuration names local wheel folders that may be absent; pip
+# says so on every call. Those lines are about the machine, not about the package.
+PIP_CONFIG_NOISE = "is ignored: it is neither a file nor a directory"
+
+
+def test_the_wheel_builds_quietly_and_works_outside_the_repository(tmp_path):
+    dist = tmp_path / "dist"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
+                        str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    said = [line for line in (r.stdout + r.stderr).splitlines() if PIP_CONFIG_NOISE not in line]
+    assert not [line for line in said if "warn" in line.lower()], "\n".join(said)
+    (wheel,) = dist.glob("attnviz-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(n for n in names if n.startswith("attnviz/shipped/") and n.endswith(".safetensors"))
+    assert len(shipped) == 4 and all(n.removesuffix(".safetensors") + ".json" in names for n in shipped)
+    assert "attnviz/shipped/se_resnet18.profile.json" in names
+    assert "attnviz/app/live_figure_frontend/index.html" in names and "attnviz/samples/LICENSES.md" in names
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "docs/")) or "__pycache__" in n]
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = """
+import sys, attnviz
+from pathlib import Path
+
+from attnviz.models import ARCHITECTURES
+from attnviz.app.service import ModelRegistry, sample_images
+from attnviz.weights import SHIPPED_DIR
+site = Path(sys.argv[1]).resolve()
+assert Path(attnviz.__file__).resolve().is_relative_to(site), attnviz.__file__
+assert SHIPPED_DIR.resolve().is_relative_to(site) and sample_images()
+registry = ModelRegistry()
+for name in attnviz.ARCHITECTURES:
+    a = attnviz.analyze(next(iter(sample_images().values())), attnviz.load_model(name))
+    print(name, a.top_k(1)[0][0], registry.profile(name) is not None)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert set(lines) == set(ARCHITECTURES)
+    assert lines["se_resnet18"].endswith("True")  # the SE profile travelled with its weights
