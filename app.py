@@ -10,7 +10,6 @@ from attnviz.analysis import Analysis
 from attnviz.app import ui
 from attnviz.app.live_figure import live_figure
 from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images
-from attnviz.attention_quality import head_quality
 from attnviz.export import json_bytes, npz_bytes
 from attnviz.image import ImageError
 from attnviz.weights import WeightsError
@@ -171,7 +170,7 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
         for layer in a.self_attn:
             h, w = a.self_attn_grid[layer]
             row, col = a.cell(layer, *q)
-            quality = head_quality(a.self_attn[layer])
+            quality = a.quality[layer]
             st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
                         f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
             for line in ui.uniform_warnings(figures.short_name(layer), quality):

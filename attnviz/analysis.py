@@ -59,6 +59,14 @@ class Analysis:
         made once, so that redrawing a figure (a click) never resizes a large photo."""
         return display_image(self.image)
 
+    @cached_property
+    def quality(self) -> dict:
+        """Self-attention layer -> each head's ``HeadQuality`` in this image (entropy ÷
+        log N, query-dependence), computed once: every click redraws with them."""
+        from .attention_quality import head_quality  # that module imports this one
+
+        return {layer: head_quality(t) for layer, t in self.self_attn.items()}
+
     def top_k(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most probable classes as (name, probability), best first."""
         p, i = self.probs.topk(min(k, len(self.probs)))

@@ -10,7 +10,6 @@ from torch import nn
 
 from . import figures
 from .analysis import Analysis, analyze
-from .attention_quality import head_quality
 from .export import json_bytes, npz_bytes, write_atomic
 
 
@@ -32,7 +31,7 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[s
         for layer in a.self_attn:
             figs[f"self_attn_{figures.short_name(layer)}"] = figures.query_panel(
                 a.display, a.query(layer, *q), q, layer, extent=a.image_size,
-                quality=head_quality(a.self_attn[layer]))
+                quality=a.quality[layer])
     return figs
 
 

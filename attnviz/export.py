@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from .analysis import Analysis
-from .attention_quality import head_quality
 from .capture import KINDS
 
 
@@ -57,7 +56,7 @@ def summary(a: Analysis, source: str = "", top: int = 5) -> dict[str, Any]:
         "self_attn_grid": {k: list(v) for k, v in a.self_attn_grid.items()},
         # This image's entropy ÷ log N and query-dependence per head (attnviz.attention_quality)
         "self_attn_quality": {k: [{f: round(v, 6) for f, v in q.to_json().items() if v is not None}
-                                  for q in head_quality(t)] for k, t in a.self_attn.items()},
+                                  for q in heads] for k, heads in a.quality.items()},
     }
 
 

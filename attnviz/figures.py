@@ -189,6 +189,11 @@ def overlay(
         **axes))
 
 
+COLORBAR_PX = 120
+"""Width a colour bar with its tick labels and title takes at the right of a figure
+(a little more than it does, so that a map rather fills the height than the width)."""
+
+
 def map_height(extent: tuple[int, int], width: int) -> int:
     """Height in px of a map of an ``extent`` = (W, H) image drawn ``width`` px wide."""
     return max(120, round(width * extent[1] / extent[0]))
@@ -287,14 +292,13 @@ def query_panel(
     labels = [dict(text=f"mean of {heads} heads", xref="paper", yref="paper", x=(split - 0.02) / 2, y=1.0,
                    showarrow=False, yanchor="bottom")]
     names = [f"head {i}" if quality is None else
-             f"head {i}: entropy {quality[i].entropy:.2f}, query-dep. {quality[i].query_dependence:.2f}"
+             f"head {i}<br>entropy {quality[i].entropy:.2f}<br>query-dep. {quality[i].query_dependence:.2f}"
              for i in range(heads)]
     labels += [dict(text=names[i], xref="x2", yref="y2", x=c * (width + gap_x), y=r * (height + gap_y),
                     xanchor="left", yanchor="top", showarrow=False, font=dict(size=11),
                     bgcolor="rgba(255,255,255,0.75)") for i, (r, c) in enumerate(tiles)]
     return go.Figure(data=traces, layout=dict(
-        title=f"{short_name(layer)}: where the query attends", height=map_height(extent, int(width_px * (split - 0.02)))
-        + 60, margin=dict(l=0, r=0, t=60, b=0),
+        title=f"{short_name(layer)}: where the query attends", height=map_height(extent, int((width_px - COLORBAR_PX) * (split - 0.02))) + 60, margin=dict(l=0, r=0, t=60, b=0),
         images=[mean_image, heads_image], annotations=labels, **axes))
 
 

@@ -166,7 +166,7 @@ def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_
                         "it acts like an average, not a lookup." for i in range(4)]
     layer2, layer3 = _live_figures(at)
     tiles = [a["text"] for a in layer3["layout"]["annotations"] if a["text"].startswith("head")]
-    assert tiles == [f"head {i}: entropy 1.00, query-dep. 0.00" for i in range(4)]
+    assert tiles == [f"head {i}<br>entropy 1.00<br>query-dep. 0.00" for i in range(4)]
     assert not any("entropy 1.00" in a["text"] for a in layer2["layout"]["annotations"])
     for fig, n in ((layer2, 64), (layer3, 16)):  # the colour bar marks the uniform level 1/N
         bar = next(t for t in fig["data"] if t["type"] == "heatmap" and t.get("showscale"))["colorbar"]
