@@ -1,0 +1,55 @@
+"""docs/img/view_*.png: one screenshot of each main view of the app, as a user first
+sees it (the default sample, a 1400 px wide window), for the README.
+
+    .venv/bin/python docs/make_screenshots.py
+
+Runs ``streamlit run app.py`` on localhost and Debian's Chromium through Playwright,
+with the helpers the browser tests use.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.browser import app_server, chromium_page, open_view, wait_until  # noqa: E402
+
+VIEWS = {"Predictions": "view_predictions", "SE": "view_se", "CBAM": "view_cbam",
+         "Self-attention": "view_self_attention", "Compare": "view_compare"}
+SAVED_WIDTH = 1000  # px: enough to read, small enough for the repository
+
+
+def charts_settled(page, last: list[int]) -> bool:
+    """True once the number of drawn charts (also inside live-figure frames) stops changing."""
+    n = page.locator(".js-plotly-plot").count() + sum(
+        f.locator(".js-plotly-plot").count() for f in page.frames[1:])
+    settled = n > 0 and last and last[-1] == n
+    last.append(n)
+    page.wait_for_timeout(700)
+    return bool(settled)
+
+
+def main() -> None:
+    out = ROOT / "docs" / "img"
+    out.mkdir(parents=True, exist_ok=True)
+    with app_server() as url, chromium_page(width=1400, height=1000) as page:
+        page.goto(url)
+        for view, stem in VIEWS.items():
+            open_view(page, view)
+            counts: list[int] = []
+            wait_until(page, lambda: charts_settled(page, counts), f"the {view} view's charts", 180)
+            page.wait_for_timeout(1500)  # images inside the charts
+            shot = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
+            shot = shot.resize((SAVED_WIDTH, round(shot.height * SAVED_WIDTH / shot.width)), Image.LANCZOS)
+            shot.save(out / f"{stem}.png", optimize=True)
+            print(out / f"{stem}.png", shot.size)
+
+
+if __name__ == "__main__":
+    main()
