@@ -7,7 +7,8 @@
 - **image-dependence**: the mean cosine distance between the rows of the same query
   cell in two different images. 0 = a fixed positional pattern that ignores the picture.
 
-Means over pairs are exact, over all pairs (not a random sample): for unit vectors
+Element-wise work is in float32, sums in float64. Means over pairs are exact, over all
+pairs (not a random sample): for unit vectors
 u_1..u_M, the mean cosine over the M(M-1) ordered pairs i != j is
 (||sum u||^2 - M) / (M(M-1)), so no M x M matrix is formed and the result is
 deterministic. Entropy and query-dependence come from one image; image-dependence
@@ -32,7 +33,7 @@ NEAR_UNIFORM = 0.95
 
 
 def _unit_rows(attn: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(attn.double(), dim=-1)
+    return torch.nn.functional.normalize(attn.float(), dim=-1)
 
 
 def _mean_pair_cosine(unit_sum: torch.Tensor, m: int) -> torch.Tensor:
@@ -45,8 +46,8 @@ def entropy_ratio(attn: torch.Tensor) -> torch.Tensor:
     n = attn.shape[-1]
     if n < 2:
         raise ValueError("entropy ÷ log N needs at least 2 keys")
-    p = attn.double()
-    h = -(p * p.clamp_min(1e-300).log()).sum(-1)  # 0 log 0 = 0
+    p = attn.float()
+    h = -torch.special.xlogy(p, p).sum(-1, dtype=torch.float64)  # xlogy: 0 log 0 = 0
     return (h / math.log(n)).mean(-1).float()
 
 
@@ -56,7 +57,7 @@ def query_dependence(attn: torch.Tensor) -> torch.Tensor:
     n = attn.shape[-2]
     if n < 2:
         raise ValueError("query-dependence needs at least 2 queries")
-    return (1 - _mean_pair_cosine(_unit_rows(attn).sum(-2), n)).float()
+    return (1 - _mean_pair_cosine(_unit_rows(attn).sum(-2, dtype=torch.float64), n)).float()
 
 
 def image_dependence(attns: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,7 @@ def image_dependence(attns: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     stack = torch.stack(list(attns)) if isinstance(attns, list) else attns
     if stack.shape[0] < 2:
         raise ValueError("image-dependence needs at least 2 images")
-    return (1 - _mean_pair_cosine(_unit_rows(stack).sum(0), stack.shape[0])).mean(-1).float()
+    return (1 - _mean_pair_cosine(_unit_rows(stack).sum(0, dtype=torch.float64), stack.shape[0])).mean(-1).float()
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class AttentionQuality:
             if layer in self._unit_sum and self._unit_sum[layer].shape != attn.shape:
                 raise ValueError(f"{layer}: attention of shape {tuple(attn.shape)} after "
                                  f"{tuple(self._unit_sum[layer].shape)}; use one input size")
-            e, q, u = entropy_ratio(attn).double(), query_dependence(attn).double(), _unit_rows(attn)
+            e, q, u = entropy_ratio(attn).double(), query_dependence(attn).double(), _unit_rows(attn).double()
             if layer in self._unit_sum:
                 self._entropy[layer] += e
                 self._query[layer] += q

@@ -40,16 +40,26 @@ def attention_modules(model: nn.Module) -> dict[str, str]:
 
 _OUTPUT_OF = ((SqueezeExcite, "gate", "se"), (ChannelGate, "gate", "cbam_channel"),
               (SpatialGate, "gate", "cbam_spatial"), (SelfAttention2d, "softmax", "self_attn"))
+_CLASSES = tuple(cls for cls, _, _ in _OUTPUT_OF)
 
 
 def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
-    """Path -> (kind, module) of every hookable attention output, in one walk."""
+    """Path -> (kind, module) of every hookable attention output, in one walk, in the
+    order of ``named_modules``. Walked by hand: ``named_modules``' nested generators
+    cost several times as much, and this runs on every ``capture``."""
     found = {}
-    for path, m in model.named_modules():
-        for cls, output, kind in _OUTPUT_OF:
-            if isinstance(m, cls):
-                found[f"{path}.{output}"] = (kind, getattr(m, output))
-                break
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    seen: set[int] = set()
+    while stack:
+        path, m = stack.pop()
+        if id(m) in seen:  # a module shared under two names is visited once, as there
+            continue
+        seen.add(id(m))
+        if isinstance(m, _CLASSES):  # most modules: one check, not one per class
+            kind, output = next((kind, output) for cls, output, kind in _OUTPUT_OF if isinstance(m, cls))
+            found[f"{path}.{output}" if path else output] = (kind, getattr(m, output))
+        stack.extend((f"{path}.{name}" if path else name, child)
+                     for name, child in reversed(m._modules.items()) if child is not None)
     return found
 
 
@@ -115,9 +125,14 @@ class capture:  # noqa: N801 - used like a function: ``with capture(model) as ma
         copy = self.maps.kinds.get(name) != "self_attn"
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if threading.get_ident() == self._thread:
-                kept = output.detach().float().cpu()
-                self.maps._add(name, kept.clone() if copy else kept)
+            if threading.get_ident() != self._thread:
+                return
+            kept = output.detach() if output.requires_grad else output
+            if kept.dtype != torch.float32 or kept.device.type != "cpu":
+                kept = kept.float().cpu()  # a new tensor already
+            elif copy:
+                kept = kept.clone()
+            self.maps._add(name, kept)  # each tensor op is a dispatch: only the needed ones
 
         return hook
 

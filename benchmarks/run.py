@@ -38,7 +38,7 @@ class Settings:
     scale_reps: int  # row 7: runs of each configuration
 
 
-FULL = Settings(pairs=30, clicks=10, page_images=20, scale_images=200, scale_reps=3)
+FULL = Settings(pairs=100, clicks=10, page_images=20, scale_images=200, scale_reps=3)
 QUICK = Settings(pairs=5, clicks=3, page_images=3, scale_images=20, scale_reps=1)
 
 
