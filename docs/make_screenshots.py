@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,8 +28,12 @@ SAVED_WIDTH = 1000  # px: enough to read, small enough for the repository
 
 def charts_settled(page, last: list[int]) -> bool:
     """True once the number of drawn charts (also inside live-figure frames) stops changing."""
-    n = page.locator(".js-plotly-plot").count() + sum(
-        f.locator(".js-plotly-plot").count() for f in page.frames[1:])
+    n = page.locator(".js-plotly-plot").count()
+    for frame in page.frames[1:]:
+        try:
+            n += frame.locator(".js-plotly-plot").count()
+        except PlaywrightError:  # the frame of a view just left
+            pass
     settled = n > 0 and last and last[-1] == n
     last.append(n)
     page.wait_for_timeout(700)

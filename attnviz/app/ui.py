@@ -35,8 +35,10 @@ def uniform_warnings(layer: str, quality: list[HeadQuality]) -> list[str]:
 # its last layer of that kind.
 COMPARE_LAYER = {"se": "layer4.1.se.gate", "cbam": "layer3.1.cbam.spatial.gate", "self_attn": "layer3.1.attn.softmax"}
 
-# Widths in px the maps are laid out for on a 1400 px wide page (the maps' heights follow).
-MAP_WIDTH = {"cbam": 540, "self_attn": 780, "compare": 330}
+# Widths in px the figures are laid out for on a 1400 px wide window with the sidebar
+# open (the maps' heights follow; measured on screenshots). A little less than they get,
+# so that a map rather fills its figure's height, as its colour bar does.
+MAP_WIDTH = {"cbam": 360, "self_attn": 560, "compare": 200}
 
 
 def default_layer(kind: str, layers: list[str]) -> int:
