@@ -298,7 +298,8 @@ def query_panel(
                     xanchor="left", yanchor="top", showarrow=False, font=dict(size=11),
                     bgcolor="rgba(255,255,255,0.75)") for i, (r, c) in enumerate(tiles)]
     return go.Figure(data=traces, layout=dict(
-        title=f"{short_name(layer)}: where the query attends", height=map_height(extent, int((width_px - COLORBAR_PX) * (split - 0.02))) + 60, margin=dict(l=0, r=0, t=60, b=0),
+        title=f"{short_name(layer)}: where the query attends", margin=dict(l=0, r=0, t=60, b=0),
+        height=map_height(extent, int((width_px - COLORBAR_PX) * (split - 0.02))) + 60,
         images=[mean_image, heads_image], annotations=labels, **axes))
 
 
