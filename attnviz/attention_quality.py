@@ -54,10 +54,15 @@ def entropy_ratio(attn: torch.Tensor) -> torch.Tensor:
 def query_dependence(attn: torch.Tensor) -> torch.Tensor:
     """(heads,) mean over pairs of distinct queries of 1 - cos(row_i, row_j), for
     attention (heads, N, N) of one image."""
-    n = attn.shape[-2]
+    return _query_dependence(_unit_rows(attn))
+
+
+def _query_dependence(unit: torch.Tensor) -> torch.Tensor:
+    """``query_dependence`` from the attention's unit rows."""
+    n = unit.shape[-2]
     if n < 2:
         raise ValueError("query-dependence needs at least 2 queries")
-    return (1 - _mean_pair_cosine(_unit_rows(attn).sum(-2, dtype=torch.float64), n)).float()
+    return (1 - _mean_pair_cosine(unit.sum(-2, dtype=torch.float64), n)).float()
 
 
 def image_dependence(attns: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -114,7 +119,8 @@ class AttentionQuality:
             if layer in self._unit_sum and self._unit_sum[layer].shape != attn.shape:
                 raise ValueError(f"{layer}: attention of shape {tuple(attn.shape)} after "
                                  f"{tuple(self._unit_sum[layer].shape)}; use one input size")
-            e, q, u = entropy_ratio(attn).double(), query_dependence(attn).double(), _unit_rows(attn).double()
+            u = _unit_rows(attn)  # once: query-dependence and the running sum both need it
+            e, q, u = entropy_ratio(attn).double(), _query_dependence(u).double(), u.double()
             if layer in self._unit_sum:
                 self._entropy[layer] += e
                 self._query[layer] += q
