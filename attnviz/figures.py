@@ -136,8 +136,8 @@ def _overlay_parts(axis: int, extent: tuple[int, int], z: np.ndarray, *, backgro
         colorbar=colorbar, hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{z:.4f}<extra></extra>",
     )]
     if query is not None:
-        traces.append(dict(type="scatter", xaxis=f"x{n}", yaxis=f"y{n}", x=[query[0]], y=[query[1]], mode="markers",
-                           hoverinfo="skip", showlegend=False,
+        traces.append(dict(type="scatter", xaxis=f"x{n}", yaxis=f"y{n}", x=[query[0] + 0.5], y=[query[1] + 0.5],
+                           mode="markers", hoverinfo="skip", showlegend=False,
                            marker=dict(symbol="x", size=12, color="white", line=dict(width=2, color="black"))))
     image = dict(source=background, xref=f"x{n}", yref=f"y{n}", x=0, y=0, sizex=width, sizey=height,
                  xanchor="left", yanchor="top", sizing="stretch", layer="below")
@@ -166,7 +166,7 @@ def overlay(
     width_px: int = 480,
 ) -> go.Figure:
     """A (h, w) map drawn over the image it was computed from. ``zmax=None`` scales
-    colours from 0 to the map's largest value. ``query`` marks a pixel.
+    colours from 0 to the map's largest value. ``query`` = (x, y) marks that pixel, at its centre.
     ``background``: the image's ``image_uri``, when the caller already has it.
     ``extent``: (width, height) of the original image, the coordinates of ``query``
     and of the axes, when ``im`` is a smaller copy of it (``Analysis.display``).
@@ -279,8 +279,8 @@ def query_panel(
              y=_tile_edges(rows, h, height, gap_y), zmin=0, zmax=zmax, colorscale=colorscale, opacity=opacity,
              showscale=False, hoverongaps=False, hovertemplate="head %{customdata}<br>value %{z:.4f}<extra></extra>"),
         dict(type="scatter", xaxis="x2", yaxis="y2", mode="markers", hoverinfo="skip", showlegend=False,
-             x=[c * (width + gap_x) + query[0] for _, c in tiles],
-             y=[r * (height + gap_y) + query[1] for r, _ in tiles],
+             x=[c * (width + gap_x) + query[0] + 0.5 for _, c in tiles],
+             y=[r * (height + gap_y) + query[1] + 0.5 for r, _ in tiles],
              marker=dict(symbol="x", size=9, color="white", line=dict(width=1.5, color="black"))),
     ]
     axes.update(

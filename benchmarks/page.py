@@ -29,6 +29,7 @@ from tests.browser import (
     chromium_page,
     click_pixel,
     open_self_attention,
+    original_pixel,
     wait_until,
 )
 
@@ -181,7 +182,7 @@ def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: P
     last_cell = reference.cell(layer, *ui.centre(reference.image_size))
     while len(run.click_s) < clicks:
         cx, cy = rng.randint(2, shown_w - 3), rng.randint(2, shown_h - 3)
-        x, y = ui.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, reference.image_size)
+        x, y = original_pixel(cx, cy, (shown_w, shown_h), reference.image_size)
         if reference.cell(layer, x, y) == last_cell:
             continue  # same map as now: nothing to wait for
         last_cell = reference.cell(layer, x, y)

@@ -179,29 +179,75 @@ def open_self_attention(page, layers: int, timeout: float = 60.0):
     return img
 
 
+def original_pixel(cx: int, cy: int, shown: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """The pixel of the original image of ``size`` = (W, H), shown at ``shown`` = (w, h)
+    displayed pixels, whose area holds the centre of displayed pixel (cx, cy): worked out
+    from the geometry alone (pixel i spans [i w / W, (i + 1) w / W) on the display), in
+    integers, and not with the app's own mapping, which the tests check against it."""
+    def along(c: int, w: int, big: int) -> int:
+        return next(i for i in range(big) if 2 * i * w <= (2 * c + 1) * big < 2 * (i + 1) * w)
+
+    return along(cx, shown[0], size[0]), along(cy, shown[1], size[1])
+
+
+# In the click component's frame: the clickable image's pixels at its natural size, as
+# counts of near-white pixels per column and per row (the cross-hair's white core).
+WHITE_COUNTS = """i => new Promise(resolve => {
+  const read = () => {
+    const c = document.createElement('canvas');
+    c.width = i.naturalWidth; c.height = i.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(i, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    const cols = new Array(c.width).fill(0), rows = new Array(c.height).fill(0);
+    for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
+      const k = 4 * (y * c.width + x);
+      if (d[k] > 215 && d[k + 1] > 215 && d[k + 2] > 215) { cols[x]++; rows[y]++; }
+    }
+    resolve([c.width, c.height, cols, rows]);
+  };
+  if (i.complete && i.naturalWidth) read(); else i.addEventListener('load', read, {once: true});
+})"""
+
+
+def cross_hair(counts: list[int]) -> float | None:
+    """The centre of a cross-hair's bar from per-column (or per-row) counts of its white
+    pixels: the mean of the lines holding at least 0.8 of the largest count (the bar
+    is two pixels wide); None when nothing is white."""
+    top = max(counts)
+    if top == 0:
+        return None
+    lines = [i for i, n in enumerate(counts) if n >= 0.8 * top]
+    return sum(lines) / len(lines) + 0.5  # the centre of those pixels
+
+
+def shown_cross_hair(img) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
+    """The clickable image's natural (width, height) and its cross-hair's centre there."""
+    w, h, cols, rows = img.evaluate(WHITE_COUNTS)
+    return (w, h), (cross_hair(cols), cross_hair(rows))
+
+
 def click_pixel(page, img, reference, cx: int, cy: int, timeout: float = 30.0):
     """Click displayed pixel (cx, cy) of the self-attention view's image and wait until
-    the whole panel has updated: every layer's line names the original pixel and every
-    layer's chart shows exactly that pixel's mean map from ``reference`` (an
-    ``Analysis`` of the same image and model). Returns the original pixel (x, y), the
-    maps shown (one per layer, read again after the wait) and the seconds from the
-    mouse click to the first frame that showed all of it."""
+    the whole panel has updated: every layer's line names the original pixel under the
+    click (``original_pixel``) and every layer's chart shows exactly that pixel's mean
+    map from ``reference`` (an ``Analysis`` of the same image and model). Returns the
+    original pixel (x, y), the maps shown (one per layer, read again after the wait) and
+    the seconds from the mouse click to the first frame that showed all of it."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    from attnviz.app import ui
 
     shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
     width, height = reference.image_size
-    x, y = ui.to_image_xy({"x": cx, "y": cy, "width": shown_w, "height": shown_h}, (width, height))
+    x, y = original_pixel(cx, cy, (shown_w, shown_h), (width, height))
     expected = [reference.query(layer, x, y).mean(0).numpy().ravel().tolist() for layer in reference.self_attn]
     box = img.bounding_box()
-    text = f"query pixel ({x:.0f}, {y:.0f}) of {width}×{height}"
+    text = f"query pixel ({x}, {y}) of {width}×{height}"
     t0 = time.time()
     page.mouse.click(box["x"] + cx, box["y"] + cy)
     try:
         shown_at = page.wait_for_function(PANEL_SHOWS, arg=[LIVE_FIGURE, text, expected], polling="raf",
                                           timeout=timeout * 1000).json_value()
     except PlaywrightTimeout as exc:
-        raise TimeoutError(f"the page did not show the attention maps of pixel ({x:.0f}, {y:.0f}) "
+        raise TimeoutError(f"the page did not show the attention maps of pixel ({x}, {y}) "
                            f"within {timeout:.0f} s") from exc
     return (x, y), shown_mean_maps(page), shown_at / 1000 - t0

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -13,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 import attnviz
 from attnviz.app.service import image_key, sample_images
 
+from .browser import original_pixel
 from .conftest import noise_image, plotly_array
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -68,11 +70,25 @@ def test_every_view_renders(app, view, charts, live):
     assert (len(_charts(app)), len(_live_figures(app))) == (charts, live)
 
 
+def _top5(chart) -> list[tuple[str, float]]:
+    """A top-5 chart's (class, probability) bars, best first."""
+    bar = json.loads(chart.proto.spec)["data"][0]
+    return list(zip(bar["y"][::-1], plotly_array(bar["x"])[::-1].tolist()))
+
+
 def test_upload_is_analysed(app):
+    sample = [_top5(c) for c in _charts(app)]
+    data = _png()
     app.radio(key="source").set_value("Upload").run()
-    app.file_uploader(key="upload").set_value(("mine.png", _png(), "image/png")).run()
+    app.file_uploader(key="upload").set_value(("mine.png", data, "image/png")).run()
     assert not app.exception and not app.error
-    assert any("mine.png" in c.value for c in app.sidebar.get("caption")) or len(_charts(app)) == 4
+    shown = [_top5(c) for c in _charts(app)]
+    expected = [attnviz.analyze(data, attnviz.load_model(n)).top_k(5) for n in attnviz.available_models()]
+    assert len(shown) == len(expected) == 4
+    for bars, top in zip(shown, expected):  # every model's bars are the uploaded image's predictions
+        assert [n for n, _ in bars] == [n for n, _ in top]
+        np.testing.assert_allclose([p for _, p in bars], [p for _, p in top], rtol=1e-6)
+    assert shown != sample
 
 
 def test_bad_upload_gives_one_clear_line_and_the_app_stays_up(app):
@@ -85,25 +101,29 @@ def test_bad_upload_gives_one_clear_line_and_the_app_stays_up(app):
     assert not app.exception and not app.error and len(_charts(app)) == 4
 
 
-def test_a_simulated_click_moves_the_query_to_that_pixel(app, tiny_weights_dir):
+@pytest.mark.parametrize("click", [(112, 168), (0, 0), (447, 223), (447, 0), (0, 223)])
+def test_a_simulated_click_moves_the_query_to_the_pixel_under_it(app, click):
     data = _png(200, 100, seed=3)
     app.radio(key="source").set_value("Upload").run()
     app.file_uploader(key="upload").set_value(("wide.png", data, "image/png")).run()
     app.radio(key="view").set_value("Self-attention").run()
     click_key = f"click-{image_key(data)[:16]}-tiny_sa_resnet18"
     # The component reports displayed pixels: the 200x100 image is shown 448 px wide.
-    app.session_state[click_key] = {"x": 112, "y": 168, "width": 448, "height": 224, "unix_time": 1}
+    app.session_state[click_key] = {"x": click[0], "y": click[1], "width": 448, "height": 224, "unix_time": 1}
     app.run()
     assert not app.exception, app.exception
+    x, y = original_pixel(*click, (448, 224), (200, 100))
     text = " ".join(m.value for m in app.markdown)
-    assert "query pixel (50, 75) of 200×100" in text
+    assert f"query pixel ({x}, {y}) of 200×100" in text
     a = attnviz.analyze(data, attnviz.load_model("tiny_sa_resnet18"))
-    row, col = a.cell("layer2.1.attn.softmax", 50, 75)
+    row, col = a.cell("layer2.1.attn.softmax", x, y)
     assert f"cell (row {row}, col {col}) of 8×8" in text
     spec = _live_figures(app)[0]
     heat = next(t for t in spec["data"] if t["type"] == "heatmap")
-    expected = a.query("layer2.1.attn.softmax", 50, 75).mean(0)
+    expected = a.query("layer2.1.attn.softmax", x, y).mean(0)
     torch.testing.assert_close(torch.from_numpy(plotly_array(heat["z"])).float(), expected)
+    mark = next(t for t in spec["data"] if t["type"] == "scatter")
+    assert (mark["x"], mark["y"]) == ([x + 0.5], [y + 0.5])  # on the centre of that pixel
 
 
 def test_se_view_draws_the_shipped_class_profile_with_this_image(tiny_weights_dir, tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """The real thing: the app on localhost, driven by Debian's Chromium through Playwright.
 
-Uploads a photo, opens the self-attention view, clicks several pixels, and checks that
-the panel changes and shows exactly ``Analysis.query`` for each clicked pixel. Saves a
+Uploads a non-square photo, opens the self-attention view, clicks the image's corners
+and pixels inside it, and checks that the panel changes and shows exactly
+``Analysis.query`` of the pixel under each click (worked out from the displayed geometry,
+not with the app's mapping), and that the cross-hair lands on that pixel. Saves a
 screenshot and prints how long each click took to update the page (not asserted:
 timings are measured by the benchmark, tests stay deterministic)."""
 
@@ -14,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import attnviz
-from attnviz.app import ui
 from attnviz.app.service import sample_images
 
 from .browser import (
@@ -26,6 +28,8 @@ from .browser import (
     chromium_page,
     click_pixel,
     open_self_attention,
+    shown_cross_hair,
+    wait_until,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -34,20 +38,21 @@ pytestmark = pytest.mark.skipif(
 ARTIFACTS = Path(os.environ.get("ATTNVIZ_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
 
 
-def _sa_model_name() -> str:
-    """The model the app's self-attention view shows first (same rule as the app)."""
-    for name in attnviz.available_models():
-        if ui.has_kind(attnviz.load_model(name).attnviz_meta.arch, "self_attn"):
-            return name
-    raise AssertionError("no self-attention model")
+def _dimmed(photo: Path, out: Path) -> Path:
+    """The photo with no near-white pixel left (values scaled to at most 178), so that
+    the white core of the page's cross-hair is the only white on the clickable image."""
+    Image.open(photo).convert("RGB").point(lambda v: v * 7 // 10).save(out)
+    return out
 
 
-def test_clicking_pixels_shows_their_attention_maps(tiny_env):
-    photo = sample_images()["cat"]
-    reference = attnviz.analyze(photo, attnviz.load_model(_sa_model_name()))
+def test_clicking_pixels_shows_their_attention_maps_and_the_cross_hair(tmp_path):
+    # The shipped model, the one a user meets; the photo is non-square (451 x 300).
+    photo = _dimmed(sample_images()["cat"], tmp_path / "cat.png")
+    reference = attnviz.analyze(photo, attnviz.load_model("sa_resnet18"))
     width, height = reference.image_size
+    assert width != height
 
-    with app_server({"ATTNVIZ_WEIGHTS_DIR": str(tiny_env)}) as url, chromium_page() as page:
+    with app_server() as url, chromium_page() as page:
         page.goto(url)
         choose_upload(page).set_input_files(str(photo))
         page.get_by_text(f"{photo.name} ({width}×{height})").wait_for(timeout=120_000)
@@ -55,14 +60,19 @@ def test_clicking_pixels_shows_their_attention_maps(tiny_env):
         shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
 
         maps, times = [], []
-        for fx, fy in [(0.15, 0.12), (0.7, 0.75), (0.45, 0.4), (0.06, 0.9), (0.9, 0.2), (0.3, 0.6)]:
-            (x, y), shown, seconds = click_pixel(page, img, reference, round(fx * shown_w), round(fy * shown_h))
+        # the four corners of the image, then pixels inside it
+        clicks = [(0, 0), (shown_w - 1, shown_h - 1), (shown_w - 1, 0), (0, shown_h - 1),
+                  *[(round(fx * shown_w), round(fy * shown_h)) for fx, fy in [(0.7, 0.75), (0.45, 0.4), (0.3, 0.6)]]]
+        for cx, cy in clicks:
+            (x, y), shown, seconds = click_pixel(page, img, reference, cx, cy)
             times.append(seconds)
             assert len(shown) == len(reference.self_attn) == 2  # both layers updated
             for m, name in zip(shown, reference.self_attn):
                 np.testing.assert_allclose(m, reference.query(name, x, y).mean(0).numpy(), rtol=1e-5, atol=1e-7)
                 row, col = reference.cell(name, x, y)
                 page.get_by_text(f"cell (row {row}, col {col})").first.wait_for(timeout=10_000)
+            # The cross-hair on the clickable image sits on the centre of pixel (x, y).
+            wait_until(page, lambda: _cross_hair_near(img, x, y, width, height), f"the cross-hair on ({x}, {y})", 10)
             maps.append(shown[0])
 
         assert not np.allclose(maps[0], maps[1])  # the panel changed with the click
@@ -70,3 +80,11 @@ def test_clicking_pixels_shows_their_attention_maps(tiny_env):
         page.screenshot(path=str(ARTIFACTS / "browser_self_attention.png"), full_page=True)
     print(f"\nclick -> updated panel: median {statistics.median(times) * 1000:.0f} ms, "
           f"all {[round(t * 1000) for t in times]} ms")
+
+
+def _cross_hair_near(img, x: int, y: int, width: int, height: int) -> bool:
+    """Whether the clickable image's cross-hair is within 1.5 of its pixels of the centre
+    of original pixel (x, y), the image being (width, height)."""
+    (nat_w, nat_h), (sx, sy) = shown_cross_hair(img)
+    return (sx is not None and sy is not None and abs(sx - (x + 0.5) * nat_w / width) <= 1.5
+            and abs(sy - (y + 0.5) * nat_h / height) <= 1.5)

@@ -60,7 +60,7 @@ def test_query_panel_shows_the_mean_first_then_every_head_on_one_scale():
     rng = np.random.default_rng(1)
     maps = torch.tensor(rng.random((4, 6, 6)), dtype=torch.float32)
     maps = maps / maps.sum((1, 2), keepdim=True)
-    fig = figures.query_panel(Image.new("RGB", (90, 60)), maps, (10.0, 20.0), "layer2.1.attn.softmax")
+    fig = figures.query_panel(Image.new("RGB", (90, 60)), maps, (10, 20), "layer2.1.attn.softmax")
     mean, heads = _heatmaps(fig)
     np.testing.assert_allclose(np.asarray(mean.z), maps.mean(0).numpy(), atol=1e-9)
     # Every head, in a 2 x 2 mosaic with one blank row/column between tiles, each cell
@@ -81,11 +81,11 @@ def test_query_panel_shows_the_mean_first_then_every_head_on_one_scale():
     assert mean.zmax == heads.zmax == pytest.approx(float(maps.max()))  # heads compare honestly
     assert [mean.showscale, heads.showscale] == [True, False]  # one colour bar, named
     assert "sums to 1" in mean.colorbar.title.text
-    # The query is marked on the mean and on every tile.
+    # The query pixel (10, 20) is marked at its centre on the mean and on every tile.
     marks = [t for t in fig.data if isinstance(t, go.Scatter)]
-    assert (marks[0].x[0], marks[0].y[0]) == (10.0, 20.0)
-    np.testing.assert_allclose(marks[1].x, [10, x[7] + 10, 10, x[7] + 10])
-    np.testing.assert_allclose(marks[1].y, [20, 20, y[7] + 20, y[7] + 20])
+    assert (marks[0].x[0], marks[0].y[0]) == (10.5, 20.5)
+    np.testing.assert_allclose(marks[1].x, [10.5, x[7] + 10.5, 10.5, x[7] + 10.5])
+    np.testing.assert_allclose(marks[1].y, [20.5, 20.5, y[7] + 20.5, y[7] + 20.5])
     assert len(fig.layout.images) == 2  # the photo under the mean, and its mosaic under the heads
     assert [a.text for a in fig.layout.annotations] == ["mean of 4 heads", "head 0", "head 1", "head 2", "head 3"]
 
@@ -121,11 +121,11 @@ def test_profile_figures_draw_each_class_and_this_image():
 
 def test_a_display_copy_is_drawn_in_the_original_image_coordinates():
     shown = Image.new("RGB", (60, 40))  # a display copy of a 3000 x 2000 photo
-    fig = figures.overlay(shown, np.zeros((4, 6)), query=(2999.0, 10.0), extent=(3000, 2000))
+    fig = figures.overlay(shown, np.zeros((4, 6)), query=(2999, 10), extent=(3000, 2000))
     hm = _heatmaps(fig)[0]
     assert (hm.dx, hm.dy) == (500, 500)
     assert tuple(fig.layout.xaxis.range) == (0, 3000) and fig.layout.images[0].sizex == 3000
-    assert fig.data[1].x[0] == 2999.0
+    assert (fig.data[1].x[0], fig.data[1].y[0]) == (2999.5, 10.5)  # the centre of pixel (2999, 10)
     mean = figures.query_mean(shown, torch.ones(2, 4, 6) / 24, (5.0, 5.0), "layer3.1.attn.softmax",
                               extent=(3000, 2000))
     np.testing.assert_allclose(np.asarray(_heatmaps(mean)[0].z), 1 / 24)

@@ -25,11 +25,16 @@ def test_cbam_channel_gate_uses_one_shared_mlp_for_avg_and_max():
     torch.manual_seed(0)
     gate = ChannelGate(32, reduction=4).eval()
     x = torch.randn(2, 32, 6, 6)
-    mlp = gate.mlp
-    expected = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
-    torch.testing.assert_close(gate(x), x * expected)
     convs = [m for m in gate.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 2  # one MLP: two layers, shared by both squeezes
+    fc1, fc2 = convs
+    assert (fc1.in_channels, fc1.out_channels, fc2.out_channels) == (32, 8, 32)  # C -> C/r -> C
+
+    def mlp(z):  # B, C -> B, C: the paper's W1 (ReLU) then W0, recomputed from the weights
+        return F.linear(F.relu(F.linear(z, fc1.weight[:, :, 0, 0], fc1.bias)), fc2.weight[:, :, 0, 0], fc2.bias)
+
+    expected = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))
+    torch.testing.assert_close(gate(x), x * expected[:, :, None, None])
 
 
 def test_cbam_spatial_gate_pools_over_channels_and_uses_a_7x7_conv():
@@ -111,6 +116,31 @@ def test_self_attention_position_term_peaks_at_the_query_cell_of_a_non_square_ma
             # and falls off with distance: the cell one column away beats the one two away
             if c + 2 < 7:
                 assert row[r, c + 1] > row[r, c + 2]
+
+
+def test_self_attention_content_finds_a_marked_cell_of_a_non_square_map():
+    # No position term; q = k = the input. One cell of a 3 x 7 map holds a feature
+    # orthogonal to all the others: its query looks at itself, every other query looks
+    # away from it. The captured rows must say so at that cell, in row-major order.
+    sa = SelfAttention2d(8, num_heads=2).eval()
+    with torch.no_grad():
+        sa.slope.zero_()
+        for conv in (sa.q, sa.k):
+            conv.weight.copy_(torch.eye(8)[:, :, None, None])
+    x = torch.zeros(1, 8, 3, 7)
+    x[:, [0, 4]] = 1.0  # every cell: the first channel of each head
+    r, c = 2, 5
+    x[0, :, r, c] = 0.0
+    x[0, [1, 5], r, c] = 1.0  # the marked cell: the second channel of each head
+    seen = []
+    handle = sa.softmax.register_forward_hook(lambda m, i, o: seen.append(o))
+    sa(x)
+    handle.remove()
+    for head in range(2):
+        marked = seen[0][0, head, r * 7 + c].reshape(3, 7)
+        assert divmod(int(marked.argmax()), 7) == (r, c)
+        other = seen[0][0, head, 0].reshape(3, 7)  # query (0, 0)
+        assert divmod(int(other.argmin()), 7) == (r, c)
 
 
 def test_self_attention_rows_sum_to_one_and_the_matrix_is_a_submodule_output():

@@ -150,9 +150,10 @@ def test_feature_cell_contains_the_pixel(width, height, h, w, fx, fy):
     x, y = int(fx * width), int(fy * height)
     row, col = feature_cell(x, y, (width, height), (h, w))
     assert 0 <= row < h and 0 <= col < w
-    # The cell's rectangle on the original image contains the pixel's centre.
-    assert col * width / w <= x + 0.5 < (col + 1) * width / w or col == w - 1
-    assert row * height / h <= y + 0.5 < (row + 1) * height / h or row == h - 1
+    # The cell's rectangle on the original image, [col W / w, (col + 1) W / w), contains the
+    # pixel's centre x + 0.5: compared in integers (times 2 w), so no rounding can excuse it.
+    assert 2 * col * width <= (2 * x + 1) * w < 2 * (col + 1) * width
+    assert 2 * row * height <= (2 * y + 1) * h < 2 * (row + 1) * height
     # ... and the overlay paints that pixel with that cell's value.
     grid = np.arange(h * w).reshape(h, w)
     assert grid_to_image(grid, (width, height))[y, x] == grid[row, col]
@@ -167,7 +168,8 @@ def test_query_picks_the_row_of_the_cell_under_the_pixel(width, height, fx, fy):
     x, y = int(fx * width), int(fy * height)
     for layer, (h, w) in a.self_attn_grid.items():
         row, col = a.cell(layer, x, y)
-        assert col == min(w - 1, int((x + 0.5) * w / width)) and row == min(h - 1, int((y + 0.5) * h / height))
+        assert 2 * col * width <= (2 * x + 1) * w < 2 * (col + 1) * width
+        assert 2 * row * height <= (2 * y + 1) * h < 2 * (row + 1) * height
         torch.testing.assert_close(a.query(layer, x, y), a.self_attn[layer][:, row * w + col].reshape(-1, h, w))
 
 

@@ -126,8 +126,12 @@ def test_profile_refuses_a_model_without_se(folder, tmp_path, tiny_env, capsys):
 
 def test_class_specificity_is_zero_for_shared_and_one_for_class_only_gates():
     labels = np.array([0, 0, 1, 1])
-    same = np.tile(np.random.default_rng(0).random(5), (4, 1)) + np.random.default_rng(1).random((4, 1)) * 0
+    # Every image has the same gates: no class differs from another.
+    same = np.tile(np.random.default_rng(0).random(5), (4, 1))
     assert class_specificity(same, labels) == 0.0
+    # Gates that vary from image to image but whose class means agree: still 0.
+    noisy = same + np.array([[0.1], [-0.1], [0.1], [-0.1]])
+    assert class_specificity(noisy, labels) == pytest.approx(0.0, abs=1e-12)
     by_class = np.array([[0.1, 0.2], [0.1, 0.2], [0.9, 0.8], [0.9, 0.8]])
     assert class_specificity(by_class, labels) == pytest.approx(1.0)
 

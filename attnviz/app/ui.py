@@ -60,22 +60,23 @@ def has_kind(arch: str, kind: str) -> bool:
     return arch in REGISTRY and VIEW_KIND[kind] in REGISTRY[arch].kinds
 
 
-def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[float, float]:
+def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[int, int]:
     """A click in displayed pixels (``x``, ``y``, ``width``, ``height`` as
-    streamlit-image-coordinates returns it) -> pixel of the original image."""
+    streamlit-image-coordinates returns it) -> the (x, y) of the original image's pixel
+    under the centre of the clicked displayed pixel."""
     width, height = image_size
-    x = click["x"] * width / click["width"]
-    y = click["y"] * height / click["height"]
-    return min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
+    x = int((click["x"] + 0.5) * width / click["width"])
+    y = int((click["y"] + 0.5) * height / click["height"])
+    return min(max(x, 0), width - 1), min(max(y, 0), height - 1)
 
 
-def marked_image(im: Image.Image, xy: tuple[float, float], max_side: int = CLICK_WIDTH,
+def marked_image(im: Image.Image, xy: tuple[int, int], max_side: int = CLICK_WIDTH,
                  extent: tuple[int, int] | None = None) -> Image.Image:
-    """A display copy of ``im`` with a cross-hair on pixel ``xy`` of the original
-    image, whose (width, height) is ``extent`` (default: ``im``'s own size)."""
+    """A display copy of ``im`` with a cross-hair on the centre of pixel ``xy`` of the
+    original image, whose (width, height) is ``extent`` (default: ``im``'s own size)."""
     width, height = extent or im.size
     shown = display_image(im, max_side).copy()
-    sx, sy = xy[0] * shown.width / width, xy[1] * shown.height / height
+    sx, sy = (xy[0] + 0.5) * shown.width / width, (xy[1] + 0.5) * shown.height / height
     draw = ImageDraw.Draw(shown)
     r = max(6, shown.width // 40)
     for colour, w in (("black", 5), ("white", 2)):
@@ -84,5 +85,6 @@ def marked_image(im: Image.Image, xy: tuple[float, float], max_side: int = CLICK
     return shown
 
 
-def centre(image_size: tuple[int, int]) -> tuple[float, float]:
-    return (image_size[0] - 1) / 2, (image_size[1] - 1) / 2
+def centre(image_size: tuple[int, int]) -> tuple[int, int]:
+    """The pixel at the middle of an image of (width, height): the first query."""
+    return image_size[0] // 2, image_size[1] // 2
