@@ -7,7 +7,7 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 from attnviz import figures, limits
 from attnviz.analysis import Analysis
-from attnviz.app import ui
+from attnviz.app import explorer, ui
 from attnviz.app.live_figure import live_figure
 from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images
 from attnviz.export import json_bytes, npz_bytes
@@ -151,7 +151,39 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
     a = pick_model(analyses, "self_attn", "sa-model")
     if a is None:
         return
-    st.caption(ui.EXPLAIN["self_attn"] + " Click the image to choose the query pixel.")
+    st.caption(ui.EXPLAIN["self_attn"])
+    how = st.radio("Query by", ui.QUERY_MODES, horizontal=True, key="sa-how")
+    if how == ui.QUERY_MODES[0]:
+        hover_explorer(a, f"{img_key}-{a.model_name}")
+    else:
+        click_panel(a, img_key)
+
+
+def hover_explorer(a: Analysis, ident: str) -> None:
+    """The self-attention map follows the pointer in the browser (attnviz.app.explorer);
+    the pinned pixels live in the URL."""
+    opacity, cmap = overlay_controls("sa")
+    st.caption(ui.QUALITY_HELP)
+    for layer in a.self_attn:
+        for line in ui.uniform_warnings(figures.short_name(layer), a.quality[layer]):
+            st.warning(line)
+    payloads = st.session_state.setdefault("explorer-payloads", {})
+    wanted = (ident, cmap, opacity)
+    if wanted not in payloads:
+        payloads.clear()  # one image's attention at a time per session
+        pins = explorer.parse_pins(st.query_params.get("pins"), a.image_size)
+        payloads[wanted] = explorer.payload(a, cmap, opacity, pins, ident=ident)
+    pins = explorer.attention_explorer(payloads[wanted], key=f"explorer-{ident}")
+    if pins is not None and explorer.format_pins(pins) != st.query_params.get("pins", ""):
+        if pins:
+            st.query_params["pins"] = explorer.format_pins(pins)
+        else:
+            del st.query_params["pins"]
+
+
+def click_panel(a: Analysis, img_key: str) -> None:
+    """Query by clicking: every click is a rerun that redraws each layer's panel on the server."""
+    st.caption("Click the image to choose the query pixel.")
     click_key = f"click-{img_key}-{a.model_name}"
     query_key = f"query-{img_key}-{a.model_name}"
     click = st.session_state.get(click_key)

@@ -224,12 +224,19 @@ def feature_cell(x: float, y: float, image_size: tuple[int, int], grid: tuple[in
     return row, col
 
 
+def cell_index(image_size: tuple[int, int], grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``feature_cell`` for every pixel at once: (rows, cols), ``rows[y]`` the cell row
+    of image row y and ``cols[x]`` the cell column of image column x."""
+    width, height = image_size
+    h, w = grid
+    rows = np.minimum(h - 1, ((np.arange(height) + 0.5) * h / height).astype(np.int64))
+    cols = np.minimum(w - 1, ((np.arange(width) + 0.5) * w / width).astype(np.int64))
+    return rows, cols
+
+
 def grid_to_image(values: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """A (h, w) map on the feature grid -> (height, width) on the original image, each
     pixel taking the value of the cell that contains it (the inverse of
     ``feature_cell``: nearest, so no value is invented or smoothed)."""
-    width, height = image_size
-    h, w = values.shape
-    rows = np.minimum(h - 1, ((np.arange(height) + 0.5) * h / height).astype(np.int64))
-    cols = np.minimum(w - 1, ((np.arange(width) + 0.5) * w / width).astype(np.int64))
+    rows, cols = cell_index(image_size, values.shape)
     return values[rows[:, None], cols[None, :]]

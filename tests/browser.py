@@ -162,11 +162,12 @@ PANEL_SHOWS = """([frames, text, expected]) => {
 
 
 def open_self_attention(page, layers: int, timeout: float = 60.0):
-    """Open the self-attention view and wait until it is ready to be clicked: the image
+    """Open the self-attention view, choose to query by clicking, and wait until it is ready to be clicked: the image
     shown, the layers' lines written and a chart drawn in each of its ``layers`` live
     figures (their frames load plotly.js once, when the view opens; that is not a
     click's cost). Returns the image's locator."""
     open_view(page, "Self-attention")
+    page.get_by_role("radiogroup", name="Query by").get_by_text("Click", exact=True).click()
     img = page.frame_locator(COMPONENT).locator("img")
     img.wait_for(timeout=timeout * 1000)
     page.get_by_text("query pixel (").first.wait_for(timeout=timeout * 1000)

@@ -62,10 +62,14 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     assert not app.error
 
 
-@pytest.mark.parametrize("view, charts, live", [("SE", 9, 0), ("CBAM", 8 + 2, 0), ("Self-attention", 0, 2),
-                                                ("Compare", 3, 0)])
-def test_every_view_renders(app, view, charts, live):
+@pytest.mark.parametrize("view, how, charts, live, explorers", [
+    ("SE", None, 9, 0, 0), ("CBAM", None, 8 + 2, 0, 0), ("Self-attention", "Hover", 0, 0, 1),
+    ("Self-attention", "Click", 0, 2, 0), ("Compare", None, 3, 0, 0)])
+def test_every_view_renders(app, view, how, charts, live, explorers):
     app.radio(key="view").set_value(view).run()
+    if how:
+        app.radio(key="sa-how").set_value(how).run()
+    assert len(app.get("bidi_component")) == explorers
     assert not app.exception, app.exception
     assert (len(_charts(app)), len(_live_figures(app))) == (charts, live)
 
@@ -107,6 +111,7 @@ def test_a_simulated_click_moves_the_query_to_the_pixel_under_it(app, click):
     app.radio(key="source").set_value("Upload").run()
     app.file_uploader(key="upload").set_value(("wide.png", data, "image/png")).run()
     app.radio(key="view").set_value("Self-attention").run()
+    app.radio(key="sa-how").set_value("Click").run()
     click_key = f"click-{image_key(data)[:16]}-tiny_sa_resnet18"
     # The component reports displayed pixels: the 200x100 image is shown 448 px wide.
     app.session_state[click_key] = {"x": click[0], "y": click[1], "width": 448, "height": 224, "unix_time": 1}
@@ -179,6 +184,7 @@ def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_
     save_pair(model, tiny_meta("sa_resnet18", "tiny_flat_sa"), tmp_path)
     at = _app_with_only(tmp_path, monkeypatch)
     at.radio(key="view").set_value("Self-attention").run()
+    at.radio(key="sa-how").set_value("Click").run()
     assert not at.exception, at.exception
     assert any("query-dependence" in c.value and "entropy" in c.value for c in at.caption)
     warnings = [w.value for w in at.warning]

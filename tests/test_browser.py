@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import attnviz
+from attnviz.app import explorer
 from attnviz.app.service import sample_images
 
 from .browser import (
@@ -28,6 +29,7 @@ from .browser import (
     chromium_page,
     click_pixel,
     open_self_attention,
+    open_view,
     shown_cross_hair,
     wait_until,
 )
@@ -88,3 +90,83 @@ def _cross_hair_near(img, x: int, y: int, width: int, height: int) -> bool:
     (nat_w, nat_h), (sx, sy) = shown_cross_hair(img)
     return (sx is not None and sy is not None and abs(sx - (x + 0.5) * nat_w / width) <= 1.5
             and abs(sy - (y + 0.5) * nat_h / height) <= 1.5)
+
+
+READ_DRAWN = """() => {
+  const s = document.querySelector('.avx-root').__attnviz;
+  const out = {query: s.query, pins: s.pins, layers: {}};
+  for (const [name, d] of Object.entries(s.drawn))
+    out.layers[name] = {mean: Array.from(d.mean), heads: d.heads.map(h => Array.from(h)), cell: d.cell, query: d.query};
+  return out;
+}"""
+
+
+def _hover_to(page, x: float, y: float, previous: str) -> dict:
+    page.mouse.move(x, y)
+    page.wait_for_function("prev => document.querySelector('.avx-root').dataset.query !== prev", arg=previous,
+                           timeout=10_000)
+    return page.evaluate(READ_DRAWN)
+
+
+def test_hovering_draws_the_apis_maps_in_the_browser_without_asking_the_server(tmp_path):
+    photo = _dimmed(sample_images()["cat"], tmp_path / "cat.png")  # non-square: 451 x 300
+    model = attnviz.load_model("sa_resnet18")
+    reference = attnviz.analyze(photo, model)
+    width, height = reference.image_size
+    steps = {name: explorer.quantise(t)[0] for name, t in reference.self_attn.items()}  # (heads, N) each
+
+    with app_server() as url, chromium_page() as page:
+        sent = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
+        page.goto(url)
+        choose_upload(page).set_input_files(str(photo))
+        page.get_by_text(f"{photo.name} ({width}×{height})").wait_for(timeout=120_000)
+        open_view(page, "Self-attention")  # hover is the default
+        page.wait_for_function("() => document.querySelector('.avx-root')?.dataset.ready === '1'", timeout=60_000)
+        box = page.locator("canvas.avx-photo").bounding_box()
+        before = len(sent)
+        assert before > 0  # the listener sees the page's messages (the upload, the view)
+        query = page.evaluate("() => document.querySelector('.avx-root').dataset.query")
+        corners = {(0, 0): (0.5, 0.5), (width - 1, height - 1): (box["width"] - 0.5, box["height"] - 0.5),
+                   (width - 1, 0): (box["width"] - 0.5, 0.5), (0, height - 1): (0.5, box["height"] - 0.5)}
+        inside = [(0.3 * box["width"], 0.6 * box["height"]), (0.71 * box["width"], 0.22 * box["height"])]
+        for expected, (dx, dy) in [*corners.items(), *[(None, d) for d in inside]]:
+            shown = _hover_to(page, box["x"] + dx, box["y"] + dy, query)
+            x, y = shown["query"]
+            query = f"{x},{y}"
+            if expected is not None:
+                assert (x, y) == expected  # the image's corners
+            else:  # the pixel under the pointer, to within one displayed pixel
+                assert abs((x + 0.5) * box["width"] / width - dx) <= box["width"] / width / 2 + 1
+                assert abs((y + 0.5) * box["height"] / height - dy) <= box["height"] / height / 2 + 1
+            for name, drawn in shown["layers"].items():
+                h, w = reference.self_attn_grid[name]
+                row, col = reference.cell(name, x, y)
+                assert drawn["cell"] == [row, col] and drawn["query"] == [x, y]
+                exact = reference.query(name, x, y).reshape(len(drawn["heads"]), -1).numpy()
+                step = steps[name][:, row * w + col]
+                # every head within half a quantisation step of the API, and the mean within the mean step
+                assert (np.abs(np.array(drawn["heads"]) - exact) <= step[:, None] / 2 + 1e-6).all()
+                assert np.abs(np.array(drawn["mean"]) - exact.mean(0)).max() <= step.mean() / 2 + 1e-6
+        page.wait_for_timeout(300)
+        assert len(sent) == before  # hovering sent nothing to the server
+
+        # A click pins the pixel: the URL keeps it, so the view can be shared.
+        page.mouse.click(box["x"] + inside[0][0], box["y"] + inside[0][1])
+        pinned = page.evaluate(READ_DRAWN)["pins"]
+        assert len(pinned) == 1
+        page.wait_for_url(f"**pins={pinned[0][0]}%2C{pinned[0][1]}**", timeout=20_000)
+        assert page.locator(".avx-pin").count() == 1
+        # Arrow keys move the query one cell of the finest layer.
+        finest = max(reference.self_attn, key=lambda n: reference.self_attn_grid[n][0])
+        start = page.evaluate(READ_DRAWN)["layers"][finest]["cell"]
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function("prev => document.querySelector('.avx-root').dataset.query !== prev",
+                               arg=",".join(map(str, pinned[0])), timeout=10_000)
+        assert page.evaluate(READ_DRAWN)["layers"][finest]["cell"] == [start[0] + 1, start[1]]
+        # Removing the pin empties the strip and the URL.
+        page.get_by_role("button", name="remove pin 1").click()
+        page.wait_for_url(lambda u: "pins=" not in u, timeout=20_000)
+        assert page.locator(".avx-pin").count() == 0
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_hover_explorer.png"), full_page=True)

@@ -44,6 +44,7 @@ def test_without_a_writable_directory_the_app_falls_back_to_plotly_chart(tiny_en
         at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
         at.run()
         at.radio(key="view").set_value("Self-attention").run()
+        at.radio(key="sa-how").set_value("Click").run()
         assert not at.exception, at.exception
         assert len(at.get("plotly_chart")) == 2  # both layers, drawn by st.plotly_chart
         assert not [c for c in at.get("component_instance") if c.proto.component_name.endswith("live_figure")]

@@ -46,6 +46,10 @@ def default_layer(kind: str, layers: list[str]) -> int:
     return layers.index(COMPARE_LAYER[kind]) if COMPARE_LAYER[kind] in layers else len(layers) - 1
 
 
+# How the self-attention view picks its query: the hover explorer (in the browser) or
+# a click (a rerun on the server; works where the explorer's script cannot run).
+QUERY_MODES = ("Hover", "Click")
+
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CLICK_WIDTH = 448
 

@@ -1,0 +1,333 @@
+// attnviz hover explorer: a Streamlit custom component v2 (attnviz/app/explorer.py).
+// The payload (raw bytes, sent once per image, model and colour map) holds every query
+// row of every self-attention layer as 8-bit codes with a scale per row, the package's
+// pixel -> cell lookup tables and the display photo. Hovering draws from it: nothing is
+// sent to the server until a pin is set or removed.
+
+const MAGIC = "AVX1";
+const PHOTO_PX = 360, MEAN_PX = 220, HEAD_PX = 104, PIN_PX = 110, BAR_W = 14;
+
+function ownBytes(data) {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data.slice(0));
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+  return null;
+}
+
+function parse(u8) {
+  if (String.fromCharCode(...u8.subarray(0, 4)) !== MAGIC) throw new Error("not an attnviz payload");
+  const headLen = new DataView(u8.buffer).getUint32(4, true);
+  const p = JSON.parse(new TextDecoder().decode(u8.subarray(8, 8 + headLen)));
+  const base = 8 + headLen;
+  const view = (sec, T) => new T(u8.buffer, base + sec[0], sec[1] / T.BYTES_PER_ELEMENT);
+  for (const L of p.layers) {
+    L.rowOf = view(L.rows, Uint16Array);
+    L.colOf = view(L.cols, Uint16Array);
+    L.scaleOf = view(L.scale, Float32Array);
+    L.codeOf = view(L.codes, Uint8Array);
+    L.N = L.grid[0] * L.grid[1];
+  }
+  p.jpegBytes = u8.subarray(base + p.jpeg[0], base + p.jpeg[0] + p.jpeg[1]);
+  return p;
+}
+
+function colourTable(stops) {
+  const lut = new Uint8ClampedArray(256 * 3);
+  for (let i = 0; i < 256; i++) {
+    const t = i / 255;
+    let k = 0;
+    while (k < stops.length - 2 && t > stops[k + 1][0]) k++;
+    const [p0, r0, g0, b0] = stops[k], [p1, r1, g1, b1] = stops[k + 1];
+    const f = p1 > p0 ? Math.min(1, Math.max(0, (t - p0) / (p1 - p0))) : 0;
+    lut[3 * i] = r0 + f * (r1 - r0); lut[3 * i + 1] = g0 + f * (g1 - g0); lut[3 * i + 2] = b0 + f * (b1 - b0);
+  }
+  return lut;
+}
+
+// The weights of query cell q of layer L, per head and their mean, exactly as decoded.
+function rowsFor(L, q) {
+  const heads = [], mean = new Float32Array(L.N);
+  let zmax = 0;
+  for (let k = 0; k < L.heads; k++) {
+    const s = L.scaleOf[k * L.N + q], off = (k * L.N + q) * L.N, v = new Float32Array(L.N);
+    for (let j = 0; j < L.N; j++) { v[j] = L.codeOf[off + j] * s; mean[j] += v[j] / L.heads; if (v[j] > zmax) zmax = v[j]; }
+    heads.push(v);
+  }
+  return { heads, mean, zmax };
+}
+
+function el(tag, cls, parent, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function canvas(parent, w, h) {
+  const c = el("canvas", "", parent);
+  c.width = Math.round(w); c.height = Math.round(h);
+  c.style.width = `${Math.round(w)}px`; c.style.height = `${Math.round(h)}px`;
+  return c;
+}
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  let root = parentElement.querySelector(".avx-root");
+  if (!root) root = el("div", "avx-root", parentElement);
+  const bytes = ownBytes(data);
+  if (!bytes) return;
+  const p = parse(bytes);
+  const prev = root.__attnviz;
+  const same = prev && prev.id === p.id;
+  root.replaceChildren();
+  root.dataset.testid = "attnviz-explorer";
+
+  const [W, H] = p.image;
+  const finest = p.layers.reduce((a, b) => (b.N > a.N ? b : a));  // the arrow keys step its cells
+  const lut = colourTable(p.colorscale);
+  const state = {
+    id: p.id, payload: p, image: [W, H],
+    query: same ? prev.query : [Math.floor(W / 2), Math.floor(H / 2)],
+    pins: same ? prev.pins : p.pins.map(q => q.slice()),
+    drawn: {}, latencies: same ? prev.latencies : [], messages: same ? prev.messages : 0, ready: false,
+  };
+  root.__attnviz = state;
+
+  const photo = new Image();
+  const aspect = H / W;
+  const photoW = Math.min(PHOTO_PX, parentElement.clientWidth || PHOTO_PX);
+  el("div", "avx-help", root,
+    "Move the pointer over the photo: each map shows where that pixel's cell attends. " +
+    "Click or tap to pin a pixel (up to " + p.max_pins + "); arrow keys move one cell, Enter pins.");
+  const main = el("div", "avx-main", root);
+  const photoCanvas = canvas(main, photoW, photoW * aspect);
+  photoCanvas.className = "avx-photo";
+  photoCanvas.tabIndex = 0;
+  photoCanvas.setAttribute("aria-label", "photo: move the pointer, or use the arrow keys, to choose the query pixel");
+  const layersBox = el("div", "avx-layers", main);
+  const pinsBox = el("div", "avx-pins", root);
+  const offscreen = {};
+
+  const layers = p.layers.map(L => {
+    const box = el("div", "", layersBox);
+    const title = el("div", "avx-readout", box);
+    const row = el("div", "avx-row", box);
+    const meanTile = el("div", "avx-tile", row);
+    const meanCanvas = canvas(meanTile, MEAN_PX, MEAN_PX * aspect);
+    el("div", "", meanTile, `mean of ${L.heads} heads`);
+    const bar = el("div", "avx-bar", row);
+    const top = el("div", "", bar, "");
+    const barCanvas = canvas(bar, BAR_W, MEAN_PX * aspect);
+    el("div", "", bar, "0");
+    const uniform = el("div", "", bar, `— 1/${L.N}`);
+    uniform.title = `the uniform level 1/N = ${(1 / L.N).toPrecision(2)}: a head that spreads evenly shows it everywhere`;
+    const headCanvases = [], headBox = el("div", "avx-heads", row);
+    for (let k = 0; k < L.heads; k++) {
+      const t = el("div", "avx-tile", headBox);
+      headCanvases.push(canvas(t, HEAD_PX, HEAD_PX * aspect));
+      const q = L.quality ? L.quality[k] : null;
+      el("div", "", t, `head ${k}`);
+      if (q) el("div", "", t, `entropy ${q[0].toFixed(2)} · query-dep. ${q[1].toFixed(2)}`);
+    }
+    return { L, title, meanCanvas, headCanvases, barCanvas, top, uniform, pointer: null };
+  });
+
+  function grid(L) {
+    const key = `${L.grid[1]}x${L.grid[0]}`;
+    if (!offscreen[key]) {
+      const c = document.createElement("canvas");
+      c.width = L.grid[1]; c.height = L.grid[0];
+      offscreen[key] = c;
+    }
+    return offscreen[key];
+  }
+
+  function paint(target, L, values, zmax, cell, outline) {
+    const ctx = target.getContext("2d");
+    const [h, w] = L.grid;
+    ctx.globalAlpha = 1;
+    ctx.drawImage(photo, 0, 0, target.width, target.height);
+    const off = grid(L), octx = off.getContext("2d"), img = octx.createImageData(w, h);
+    for (let j = 0; j < L.N; j++) {
+      const i = Math.max(0, Math.min(255, Math.round(255 * values[j] / (zmax || 1))));
+      img.data[4 * j] = lut[3 * i]; img.data[4 * j + 1] = lut[3 * i + 1]; img.data[4 * j + 2] = lut[3 * i + 2];
+      img.data[4 * j + 3] = 255;
+    }
+    octx.putImageData(img, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    ctx.globalAlpha = p.opacity;
+    ctx.drawImage(off, 0, 0, w, h, 0, 0, target.width, target.height);
+    ctx.globalAlpha = 1;
+    if (cell) {
+      const cw = target.width / w, ch = target.height / h;
+      ctx.lineWidth = 3; ctx.strokeStyle = "black";
+      ctx.strokeRect(cell[1] * cw, cell[0] * ch, cw, ch);
+      ctx.lineWidth = 1.5; ctx.strokeStyle = outline || "white";
+      ctx.strokeRect(cell[1] * cw, cell[0] * ch, cw, ch);
+    }
+  }
+
+  // The colour bar from 0 (bottom) to this query's largest weight, with the uniform
+  // level 1/N drawn across it when it is on the scale.
+  function paintBar(v, zmax) {
+    const ctx = v.barCanvas.getContext("2d"), hgt = v.barCanvas.height;
+    for (let yy = 0; yy < hgt; yy++) {
+      const i = Math.round(255 * (1 - yy / (hgt - 1)));
+      ctx.fillStyle = `rgb(${lut[3 * i]},${lut[3 * i + 1]},${lut[3 * i + 2]})`;
+      ctx.fillRect(0, yy, BAR_W, 1);
+    }
+    const u = 1 / v.L.N;
+    v.uniform.style.visibility = u <= zmax ? "visible" : "hidden";
+    if (u <= zmax) {
+      const yy = Math.round((1 - u / zmax) * (hgt - 1));
+      ctx.fillStyle = "white"; ctx.fillRect(0, yy - 1, BAR_W, 3);
+      ctx.fillStyle = "black"; ctx.fillRect(0, yy, BAR_W, 1);
+    }
+  }
+
+  function cellOf(L, x, y) { return [L.rowOf[y], L.colOf[x]]; }
+
+  function drawPhoto() {
+    const ctx = photoCanvas.getContext("2d");
+    ctx.drawImage(photo, 0, 0, photoCanvas.width, photoCanvas.height);
+    const L = finest, [h, w] = L.grid, [r, c] = cellOf(L, ...state.query);
+    const cw = photoCanvas.width / w, ch = photoCanvas.height / h;
+    ctx.lineWidth = 3; ctx.strokeStyle = "black"; ctx.strokeRect(c * cw, r * ch, cw, ch);
+    ctx.lineWidth = 1.5; ctx.strokeStyle = "white"; ctx.strokeRect(c * cw, r * ch, cw, ch);
+    state.pins.forEach(([x, y], i) => {
+      const px = (x + 0.5) * photoCanvas.width / W, py = (y + 0.5) * photoCanvas.height / H;
+      ctx.beginPath(); ctx.arc(px, py, 6, 0, 2 * Math.PI);
+      ctx.fillStyle = p.pin_colours[i]; ctx.fill();
+      ctx.lineWidth = 2; ctx.strokeStyle = "white"; ctx.stroke();
+    });
+  }
+
+  function readout(v) {
+    const L = v.L, [x, y] = state.query, d = state.drawn[L.name];
+    let under = `weight at the query's own cell ${d.mean[d.cell[0] * L.grid[1] + d.cell[1]].toFixed(4)} (mean)`;
+    if (v.pointer) {
+      const { cell, head } = v.pointer, vals = head < 0 ? d.mean : d.heads[head];
+      under = `weight under the pointer: cell (row ${cell[0]}, col ${cell[1]}) ` +
+        `${vals[cell[0] * L.grid[1] + cell[1]].toFixed(4)} (${head < 0 ? "mean" : "head " + head})`;
+    }
+    v.title.textContent = `${L.label}: query pixel (${x}, ${y}) of ${W}×${H} → cell (row ${d.cell[0]}, ` +
+      `col ${d.cell[1]}) of ${L.grid[0]}×${L.grid[1]} · ${under}`;
+  }
+
+  function draw() {
+    drawPhoto();
+    for (const v of layers) {
+      const L = v.L, cell = cellOf(L, ...state.query), q = cell[0] * L.grid[1] + cell[1];
+      const rows = rowsFor(L, q);
+      paint(v.meanCanvas, L, rows.mean, rows.zmax, cell);
+      rows.heads.forEach((vals, k) => paint(v.headCanvases[k], L, vals, rows.zmax, cell));
+      v.top.textContent = rows.zmax.toPrecision(3);
+      paintBar(v, rows.zmax);
+      state.drawn[L.name] = { mean: rows.mean, heads: rows.heads, zmax: rows.zmax, cell, query: state.query.slice() };
+      readout(v);
+    }
+    root.dataset.query = state.query.join(",");
+  }
+
+  function drawPins() {
+    pinsBox.replaceChildren();
+    state.pins.forEach(([x, y], i) => {
+      const card = el("div", "avx-pin", pinsBox);
+      card.style.borderColor = p.pin_colours[i];
+      const head = el("div", "avx-row", card);
+      el("span", "", head, `pin ${i + 1}: pixel (${x}, ${y})`);
+      const rm = el("button", "", head, "×");
+      rm.title = "remove this pin";
+      rm.setAttribute("aria-label", `remove pin ${i + 1}`);
+      rm.onclick = () => { state.pins.splice(i, 1); pinsChanged(); };
+      for (const v of layers) {
+        const L = v.L, cell = cellOf(L, x, y), rows = rowsFor(L, cell[0] * L.grid[1] + cell[1]);
+        const t = el("div", "avx-tile", card);
+        paint(canvas(t, PIN_PX, PIN_PX * aspect), L, rows.mean, rows.zmax, cell, p.pin_colours[i]);
+        el("div", "", t, `${L.label} mean`);
+      }
+    });
+  }
+
+  function pinsChanged() {
+    drawPins(); drawPhoto();
+    state.messages++;
+    setStateValue("pins", state.pins.map(q => q.slice()));
+  }
+
+  function pin() {
+    const [x, y] = state.query;
+    if (state.pins.some(([a, b]) => a === x && b === y)) return;
+    if (state.pins.length >= p.max_pins) state.pins.shift();  // the oldest pin makes room
+    state.pins.push([x, y]);
+    pinsChanged();
+  }
+
+  // Pointer -> the original image's pixel under it (the app's click mapping: the pixel
+  // whose area holds the pointer).
+  function pixelAt(e, target) {
+    const r = target.getBoundingClientRect();
+    const x = Math.floor((e.clientX - r.left) * W / r.width), y = Math.floor((e.clientY - r.top) * H / r.height);
+    return [Math.min(W - 1, Math.max(0, x)), Math.min(H - 1, Math.max(0, y))];
+  }
+
+  let pending = null;
+  function frame() {
+    const t0 = pending;
+    pending = null;
+    draw();
+    if (t0 !== null) {
+      state.latencies.push(performance.now() - t0);
+      if (state.latencies.length > 2000) state.latencies.shift();
+    }
+  }
+  function setQuery(q, t) {
+    if (q[0] === state.query[0] && q[1] === state.query[1]) return;
+    state.query = q;
+    if (pending === null) requestAnimationFrame(frame);
+    pending = t;
+  }
+
+  photoCanvas.addEventListener("pointermove", e => setQuery(pixelAt(e, photoCanvas), e.timeStamp));
+  photoCanvas.addEventListener("pointerdown", e => {
+    photoCanvas.focus();
+    state.query = pixelAt(e, photoCanvas);
+    draw();
+    pin();
+  });
+  photoCanvas.addEventListener("keydown", e => {
+    const steps = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pin(); return; }
+    if (!steps[e.key]) return;
+    e.preventDefault();
+    const [h, w] = finest.grid, [r, c] = cellOf(finest, ...state.query);
+    const nr = Math.min(h - 1, Math.max(0, r + steps[e.key][0])), nc = Math.min(w - 1, Math.max(0, c + steps[e.key][1]));
+    // the middle pixel of the neighbouring cell, as the package maps it
+    let x = Math.min(W - 1, Math.floor((nc + 0.5) * W / w)), y = Math.min(H - 1, Math.floor((nr + 0.5) * H / h));
+    while (x > 0 && finest.colOf[x] > nc) x--;
+    while (x < W - 1 && finest.colOf[x] < nc) x++;
+    while (y > 0 && finest.rowOf[y] > nr) y--;
+    while (y < H - 1 && finest.rowOf[y] < nr) y++;
+    setQuery([x, y], e.timeStamp);
+  });
+  for (const v of layers) {
+    const targets = [[v.meanCanvas, -1], ...v.headCanvases.map((c, k) => [c, k])];
+    for (const [c, head] of targets) {
+      c.addEventListener("pointermove", e => {
+        const [x, y] = pixelAt(e, c);
+        v.pointer = { cell: cellOf(v.L, x, y), head };
+        readout(v);
+      });
+      c.addEventListener("pointerleave", () => { v.pointer = null; readout(v); });
+    }
+  }
+
+  const url = URL.createObjectURL(new Blob([p.jpegBytes], { type: "image/jpeg" }));
+  photo.onload = () => {
+    draw(); drawPins();
+    state.ready = true;
+    root.dataset.ready = "1";
+    URL.revokeObjectURL(url);
+  };
+  photo.src = url;
+}
