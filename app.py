@@ -174,6 +174,7 @@ def hover_explorer(a: Analysis, ident: str) -> None:
         pins = explorer.parse_pins(st.query_params.get("pins"), a.image_size)
         payloads[wanted] = explorer.payload(a, cmap, opacity, pins, ident=ident)
     pins = explorer.attention_explorer(payloads[wanted], key=f"explorer-{ident}")
+    st.caption(ui.EXPLORER_FALLBACK)
     if pins is not None and explorer.format_pins(pins) != st.query_params.get("pins", ""):
         if pins:
             st.query_params["pins"] = explorer.format_pins(pins)

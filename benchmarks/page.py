@@ -67,6 +67,10 @@ class PageRun:
     click_s: list[float] = field(default_factory=list)
     click_model: str | None = None
     models: int = 0  # models the app shows
+    hover_ms: list[float] = field(default_factory=list)  # mousemove -> map drawn, per position
+    hover_messages: int = 0  # websocket frames the page sent while hovering
+    hover_ready_s: float = 0.0  # a new image chosen -> the explorer ready to hover
+    layer_bytes: dict[str, int] = field(default_factory=dict)
 
 
 def chromium_missing() -> str | None:
@@ -189,12 +193,53 @@ def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: P
         run.click_s.append(click_pixel(page, img, reference, cx, cy, CLICK_TIMEOUT_S)[2])
 
 
-def browser_session(images: list[Path], clicks: int) -> PageRun:
+EXPLORER_READY = """id => { const r = document.querySelector('.avx-root');
+  return !!r && r.dataset.ready === '1' && !!r.__attnviz && r.__attnviz.id !== id; }"""
+
+
+def hover_and_time(page: Page, image: Path, positions: int, run: PageRun, sent: list, seed: int = 0) -> None:
+    """Query by hovering: upload ``image`` (new to the app) with the hover explorer
+    open, time it to the explorer's first drawn frame, then hover ``positions`` pixels
+    and keep the explorer's own mousemove -> map-drawn times and the number of
+    websocket frames the page sent meanwhile."""
+    page.get_by_role("radiogroup", name="Query by").get_by_text("Hover", exact=True).click()
+    page.wait_for_function(EXPLORER_READY, arg="", timeout=PAGE_TIMEOUT_S * 1000)
+    old = page.evaluate("() => document.querySelector('.avx-root').__attnviz.id")
+    t0 = time.perf_counter()
+    choose_upload(page).set_input_files(str(image))
+    page.wait_for_function(EXPLORER_READY, arg=old, polling="raf", timeout=PAGE_TIMEOUT_S * 1000)
+    run.hover_ready_s = time.perf_counter() - t0
+    run.layer_bytes = page.evaluate("""() => Object.fromEntries(document.querySelector('.avx-root').__attnviz
+        .payload.layers.map(L => [L.name, L.bytes]))""")
+    box = page.locator("canvas.avx-photo").bounding_box()
+    rng = random.Random(seed)
+    drawn = page.evaluate("() => document.querySelector('.avx-root').__attnviz.latencies.length")
+    before = len(sent)
+    for _ in range(positions):
+        query = page.evaluate("() => document.querySelector('.avx-root').dataset.query")
+        while True:
+            x, y = box["x"] + rng.uniform(1, box["width"] - 1), box["y"] + rng.uniform(1, box["height"] - 1)
+            page.mouse.move(x, y)
+            try:
+                page.wait_for_function("q => document.querySelector('.avx-root').dataset.query !== q", arg=query,
+                                       polling="raf", timeout=2000)
+                break
+            except Exception:  # the same pixel as before: nothing new to draw, pick another
+                continue
+    page.wait_for_timeout(500)
+    run.hover_messages = len(sent) - before
+    run.hover_ms = page.evaluate("n => document.querySelector('.avx-root').__attnviz.latencies.slice(n)", drawn)
+
+
+def browser_session(images: list[Path], clicks: int, hover_image: Path | None = None,
+                    positions: int = 100) -> PageRun:
     """Start the app and Chromium, and measure everything rows 4-6 report."""
     names = attnviz.available_models()  # what the app will show, in its order
     run = PageRun(click_model=self_attention_model(names), models=len(names))
     first_expected = expected_bars(default_sample(), names)
     with chromium_page() as page:
+        sent: list = []  # websocket frames the page sends to the server
+        page.on("websocket", lambda ws: ws.on("framesent", sent.append))
         t0 = time.perf_counter()
         with app_server() as url:
             run.health_s = time.perf_counter() - t0
@@ -209,6 +254,8 @@ def browser_session(images: list[Path], clicks: int) -> PageRun:
             run.peak_rss = peak_rss(pid)
             if run.click_model is not None:
                 click_and_time(page, images[-1], run.click_model, clicks, run)
+                if hover_image is not None:
+                    hover_and_time(page, hover_image, positions, run, sent)
     return run
 
 
@@ -223,6 +270,20 @@ def page_rows(run: PageRun) -> list[Row]:
                         [t * 1000 for t in run.click_s]))
     else:
         rows.append(skipped(4, "click → updated self-attention panel", "ms", "no self-attention model", 300))
+    if run.hover_ms:
+        ms = sorted(run.hover_ms)
+        p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+        rows.append(Row(4, "hover → map drawn, p95", p95, "ms", 16,
+                        f"{len(ms)} pointer moves over the photo in the hover explorer ({run.click_model}): from the "
+                        f"mousemove event's timestamp to the end of the animation frame that drew every layer's "
+                        f"mean and head maps; median {statistics.median(ms):.2f} ms, max {ms[-1]:.2f} ms", ms))
+        rows.append(Row(4, "messages to the server while hovering", run.hover_messages, "frames", 0,
+                        f"websocket frames the page sent during those {len(ms)} moves", [run.hover_messages]))
+        rows.append(Row(4, "new image → explorer ready to hover", run.hover_ready_s * 1000, "ms", None,
+                        "set_input_files of an image new to the app → the explorer has drawn its first frame (one "
+                        "forward pass per model, the payload built and sent once); bytes sent per layer: "
+                        + ", ".join(f"{k.split('.attn')[0]} {v / 1e6:.2f} MB" for k, v in run.layer_bytes.items()),
+                        [run.hover_ready_s * 1000]))
     rows.append(Row(4, "upload → complete render", statistics.median(run.upload_s) * 1000, "ms", None,
                     f"median of {n} uploads of new PNGs (set_input_files → all {n_models} top-5 charts show the "
                     f"image's predictions; {n_models} forward passes each)", [t * 1000 for t in run.upload_s]))
@@ -243,6 +304,9 @@ def page_rows(run: PageRun) -> list[Row]:
 def skipped_page_rows(reason: str) -> list[Row]:
     """Rows 4-6 when the browser session cannot run, each saying why."""
     return [skipped(4, "click → updated self-attention panel", "ms", reason, 300),
+            skipped(4, "hover → map drawn, p95", "ms", reason, 16),
+            skipped(4, "messages to the server while hovering", "frames", reason, 0),
+            skipped(4, "new image → explorer ready to hover", "ms", reason),
             skipped(4, "upload → complete render", "ms", reason),
             skipped(5, "app memory, models loaded", "GB", reason),
             skipped(5, "app memory after the images", "GB", reason, 1.5),

@@ -36,10 +36,11 @@ class Settings:
     page_images: int  # rows 4-5: distinct uploads
     scale_images: int  # row 7
     scale_reps: int  # row 7: runs of each configuration
+    hover_positions: int  # row 4: pointer positions in the hover explorer
 
 
-FULL = Settings(pairs=100, clicks=10, page_images=20, scale_images=200, scale_reps=3)
-QUICK = Settings(pairs=5, clicks=3, page_images=3, scale_images=20, scale_reps=1)
+FULL = Settings(pairs=100, clicks=10, page_images=20, scale_images=200, scale_reps=3, hover_positions=100)
+QUICK = Settings(pairs=5, clicks=3, page_images=3, scale_images=20, scale_reps=1, hover_positions=10)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,9 +87,10 @@ def run_all(models: ModelSet, settings: Settings, threads: int, scratch: Path, e
     if missing:
         rows += skipped_page_rows(missing)
     else:
-        page_images = variants(settings.page_images, scratch / "page-images", seed=1)
+        *page_images, hover_image = variants(settings.page_images + 1, scratch / "page-images", seed=1)
         rows += measure("rows 4-6 (the app in Chromium)",
-                        lambda: page_rows(browser_session(page_images, settings.clicks)),
+                        lambda: page_rows(browser_session(page_images, settings.clicks, hover_image,
+                                                          settings.hover_positions)),
                         skipped_page_rows, errors)
 
     scale_model = self_attention_model(models.names) or models.names[0]

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import attnviz
-from attnviz.app import explorer
+from attnviz.app import explorer, ui
 from attnviz.app.service import sample_images
 
 from .browser import (
@@ -170,3 +170,27 @@ def test_hovering_draws_the_apis_maps_in_the_browser_without_asking_the_server(t
         assert page.locator(".avx-pin").count() == 0
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser_hover_explorer.png"), full_page=True)
+
+
+# Makes every JavaScript blob URL unusable, as a Content-Security-Policy without blob:
+# scripts would: the explorer's inline module (loaded from a blob) cannot run.
+BLOCK_SCRIPT_BLOBS = """(() => { const make = URL.createObjectURL.bind(URL);
+  URL.createObjectURL = b => (b && b.type && b.type.includes('javascript')) ? 'blob:blocked' : make(b); })()"""
+
+
+def test_where_the_explorer_cannot_run_the_page_says_so_and_clicking_still_works():
+    photo = sample_images()["cat"]
+    reference = attnviz.analyze(photo, attnviz.load_model("sa_resnet18"))
+    with app_server() as url, chromium_page() as page:
+        page.add_init_script(BLOCK_SCRIPT_BLOBS)
+        page.goto(url)
+        choose_upload(page).set_input_files(str(photo))
+        page.get_by_text(f"{photo.name} ({reference.image_size[0]}×{reference.image_size[1]})").wait_for(
+            timeout=120_000)
+        open_view(page, "Self-attention")
+        page.get_by_text(ui.EXPLORER_FALLBACK).wait_for(timeout=60_000)
+        assert page.evaluate("() => document.querySelector('.avx-root')?.dataset.ready") is None  # it never started
+        img = open_self_attention(page, len(reference.self_attn))
+        (x, y), shown, _ = click_pixel(page, img, reference, 40, 30)
+        for m, name in zip(shown, reference.self_attn):
+            np.testing.assert_allclose(m, reference.query(name, x, y).mean(0).numpy(), rtol=1e-5, atol=1e-7)

@@ -123,3 +123,17 @@ def test_grid_to_image_is_the_inverse_of_feature_cell():
         for x in range(37):
             r, c = feature_cell(x, y, (37, 23), (6, 4))
             assert up[y, x] == grid[r, c]
+
+
+def test_display_image_shrinks_the_long_side_to_the_limit_and_keeps_small_images_as_they_are():
+    from attnviz.image import display_image
+
+    wide = noise_image(1000, 400)
+    shown = display_image(wide, 512)
+    assert shown.size == (512, 205)  # 400 * 0.512 = 204.8
+    np.testing.assert_array_equal(np.asarray(shown), np.asarray(wide.resize((512, 205), Image.BILINEAR)))
+    at_limit = noise_image(512, 300)
+    assert display_image(at_limit, 512) is at_limit and display_image(noise_image(40, 30), 512).size == (40, 30)
+    # a sliver keeps at least one pixel on its short side, whichever it is
+    assert display_image(noise_image(5000, 3), 512).size == (512, 1)
+    assert display_image(noise_image(3, 5000), 512).size == (1, 512)

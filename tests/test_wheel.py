@@ -30,6 +30,7 @@ def test_the_wheel_builds_quietly_and_works_outside_the_repository(tmp_path):
     assert len(shipped) == 4 and all(n.removesuffix(".safetensors") + ".json" in names for n in shipped)
     assert "attnviz/shipped/se_resnet18.profile.json" in names
     assert "attnviz/app/live_figure_frontend/index.html" in names and "attnviz/samples/LICENSES.md" in names
+    assert {f"attnviz/app/explorer_frontend/explorer.{ext}" for ext in ("html", "css", "js")} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "docs/")) or "__pycache__" in n]
 
     site = tmp_path / "site"
@@ -44,6 +45,8 @@ from attnviz.weights import SHIPPED_DIR
 site = Path(sys.argv[1]).resolve()
 assert Path(attnviz.__file__).resolve().is_relative_to(site), attnviz.__file__
 assert SHIPPED_DIR.resolve().is_relative_to(site) and sample_images()
+from attnviz.app import explorer
+assert explorer.FRONTEND.resolve().is_relative_to(site) and (explorer.FRONTEND / "explorer.js").is_file()
 registry = ModelRegistry()
 for name in attnviz.ARCHITECTURES:
     a = attnviz.analyze(next(iter(sample_images().values())), attnviz.load_model(name))

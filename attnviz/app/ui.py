@@ -49,6 +49,8 @@ def default_layer(kind: str, layers: list[str]) -> int:
 # How the self-attention view picks its query: the hover explorer (in the browser) or
 # a click (a rerun on the server; works where the explorer's script cannot run).
 QUERY_MODES = ("Hover", "Click")
+EXPLORER_FALLBACK = ("No maps above, or an error? The explorer's script could not run in this browser: "
+                     "choose Click to query by clicking.")
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CLICK_WIDTH = 448
