@@ -69,7 +69,7 @@ COPY --from=builder /opt/venv /opt/venv
 # The page and its config are owned by root, as is /opt/venv with the package and its
 # weights: the app user can read, not change them.
 WORKDIR /app
-COPY app.py ./
+COPY app.py serve.py ./
 COPY deploy/streamlit.toml ./.streamlit/config.toml
 
 USER 10001:10001
@@ -77,10 +77,12 @@ USER 10001:10001
 EXPOSE 8501
 
 # No curl in the slim image: Python's urllib asks Streamlit's health endpoint, on the
-# port Streamlit was told to use. Models load on the first visit, not at start-up,
-# so the start period only covers starting Python, torch and the server.
+# port Streamlit was told to use. serve.py loads the models and analyses the first
+# page's sample before the server accepts connections, so health says ok only once the
+# first visitor can be served at once; the start period covers starting Python and
+# torch and that warm-up (about 8 s on a loaded 2-core machine: docs/deploy.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('STREAMLIT_SERVER_PORT', '8501'); body = urllib.request.urlopen(f'http://127.0.0.1:{port}/_stcore/health', timeout=4).read(); sys.exit(0 if body == b'ok' else 1)"]
 
 # Settings come from /app/.streamlit/config.toml (deploy/streamlit.toml).
-CMD ["streamlit", "run", "app.py"]
+CMD ["streamlit", "run", "serve.py"]

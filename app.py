@@ -9,7 +9,7 @@ from attnviz import figures, limits
 from attnviz.analysis import Analysis
 from attnviz.app import explorer, ui
 from attnviz.app.live_figure import live_figure
-from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images
+from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images, shared
 from attnviz.export import json_bytes, npz_bytes
 from attnviz.image import ImageError
 from attnviz.weights import WeightsError
@@ -17,14 +17,12 @@ from attnviz.weights import WeightsError
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-@st.cache_resource
 def registry() -> ModelRegistry:
-    return ModelRegistry()
+    return shared()[0]  # one per process, warmed up at server start (serve.py)
 
 
-@st.cache_resource
 def results() -> ResultCache:
-    return ResultCache()
+    return shared()[1]
 
 
 def chart(fig, key: str | None = None) -> None:

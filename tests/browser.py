@@ -39,9 +39,10 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None
 
 @contextmanager
 def app_server(env: dict[str, str] | None = None, extra_args: list[str] | None = None):
-    """``streamlit run app.py`` on a free localhost port; yields the base URL."""
+    """``streamlit run serve.py`` (the page, warmed up) on a free localhost port; yields
+    the base URL once the server says it is healthy."""
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "serve.py"), "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false", *(extra_args or [])]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,

@@ -7,10 +7,15 @@ import base64
 import numpy as np
 import pytest
 import torch
+from hypothesis import Phase, settings
 from PIL import Image
 
 from attnviz.models import ARCHITECTURES, build_model
 from attnviz.weights import ENV_VAR, WeightsMeta, save_pair
+
+# For mutation testing (pyproject's [tool.mutmut]): a failing property test stops at its
+# first counterexample instead of shrinking it, which would rerun models for minutes.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
 
 TINY_WIDTH = 8
 TINY_SIZE = 64

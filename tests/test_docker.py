@@ -205,7 +205,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
 
 def test_the_image_holds_what_the_app_needs_at_run_time():
     copied = {s.rstrip("/") for sources, _ in context_copies() for s in sources}
-    for needed in ("app.py", "attnviz", "pyproject.toml", "deploy/streamlit.toml", "requirements.txt"):
+    for needed in ("app.py", "serve.py", "attnviz", "pyproject.toml", "deploy/streamlit.toml", "requirements.txt"):
         assert needed in copied, f"the image does not get {needed}"
     # The sample images and the shipped weights travel inside the package folder.
     rules = ignore_rules()
@@ -376,7 +376,8 @@ def test_streamlit_reads_the_image_config(tmp_path):
 
 def test_image_command_serves_health_on_localhost(tmp_path):
     app = image_app_dir(tmp_path)
-    assert (app / "app.py").is_file() and (app / ".streamlit" / "config.toml").is_file()
+    assert (app / "app.py").is_file() and (app / "serve.py").is_file()
+    assert (app / ".streamlit" / "config.toml").is_file()
     port = free_port()
     # Only the address and port differ from the image: a test must not listen on 0.0.0.0.
     argv = streamlit_argv(exec_form(last(final_stage(), "CMD")))

@@ -137,7 +137,9 @@ class ResultCache:
             return len(self._entries)
 
     def get(self, data: bytes, model_name: str, registry: ModelRegistry, size: int | None = None) -> Analysis:
-        key = (image_key(data), model_name, size)
+        # keyed by where the weights come from, not only their name: a name found in
+        # another folder, or uploaded again, is another model
+        key = (image_key(data), model_name, str(registry._path(model_name)), size)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -165,3 +167,32 @@ class ResultCache:
         while self._entries and (len(self._entries) > self.max_entries or total > self.max_bytes):
             _, old = self._entries.popitem(last=False)
             total -= old.nbytes
+
+
+_shared: tuple[ModelRegistry, ResultCache] | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> tuple[ModelRegistry, ResultCache]:
+    """The process's one model registry and result cache: every session of the page
+    and the warm-up at server start use the same two."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ModelRegistry(), ResultCache()
+        return _shared
+
+
+def warm_up() -> list[str]:
+    """Load every model found and analyse the sample the page opens on with each, so
+    that the first visitor finds both ready. Returns what it could not load, one line
+    each (the page says the same when a visitor asks)."""
+    registry, results = shared()
+    data = next(iter(sample_images().values())).read_bytes()
+    problems = []
+    for name in registry.names():
+        try:
+            results.get(data, name, registry)
+        except WeightsError as exc:
+            problems.append(f"{name}: {exc}")
+    return problems
