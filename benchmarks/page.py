@@ -277,7 +277,7 @@ def page_rows(run: PageRun) -> list[Row]:
                         f"{len(ms)} pointer moves over the photo in the hover explorer ({run.click_model}): from the "
                         f"mousemove event's timestamp to the end of the animation frame that drew every layer's "
                         f"mean and head maps; median {statistics.median(ms):.2f} ms, max {ms[-1]:.2f} ms", ms))
-        rows.append(Row(4, "messages to the server while hovering", run.hover_messages, "frames", 0,
+        rows.append(Row(4, "messages to the server while hovering", run.hover_messages, "count", 0,
                         f"websocket frames the page sent during those {len(ms)} moves", [run.hover_messages]))
         rows.append(Row(4, "new image → explorer ready to hover", run.hover_ready_s * 1000, "ms", None,
                         "set_input_files of an image new to the app → the explorer has drawn its first frame (one "
@@ -310,7 +310,7 @@ def skipped_page_rows(reason: str) -> list[Row]:
     """Rows 4-6 when the browser session cannot run, each saying why."""
     return [skipped(4, "click → updated self-attention panel", "ms", reason, 300),
             skipped(4, "hover → map drawn, p95", "ms", reason, 16),
-            skipped(4, "messages to the server while hovering", "frames", reason, 0),
+            skipped(4, "messages to the server while hovering", "count", reason, 0),
             skipped(4, "new image → explorer ready to hover", "ms", reason),
             skipped(4, "upload → complete render", "ms", reason),
             skipped(5, "app memory, models loaded", "GB", reason),

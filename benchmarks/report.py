@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-UNITS = {"ratio": "×", "ms": " ms", "s": " s", "GB": " GB", "img/s": " img/s"}
+UNITS = {"ratio": "×", "ms": " ms", "s": " s", "GB": " GB", "img/s": " img/s", "count": ""}
 
 
 @dataclass
@@ -42,7 +42,7 @@ def fmt(value: float | None, unit: str) -> str:
     """``1.03×``, ``212 ms``, ``0.84 GB``...; ``—`` for no value."""
     if value is None:
         return "—"
-    digits = 3 if unit == "ratio" else 2 if unit in ("GB", "s") else 1 if value < 100 else 0
+    digits = 3 if unit == "ratio" else 2 if unit in ("GB", "s") else 0 if unit == "count" or value >= 100 else 1
     return f"{value:.{digits}f}{UNITS[unit]}"
 
 

@@ -21,6 +21,7 @@ import torch
 
 from .compute import compute_rows
 from .images import default_sample, variants
+from .load import load_rows, load_session, skipped_load_rows
 from .page import browser_session, chromium_missing, page_rows, skipped_page_rows
 from .report import Row, machine, machine_line, markdown, skipped, write_json
 from .scale import scale_rows
@@ -37,10 +38,14 @@ class Settings:
     scale_images: int  # row 7
     scale_reps: int  # row 7: runs of each configuration
     hover_positions: int  # row 4: pointer positions in the hover explorer
+    load_sessions: int  # row 8: browser sessions at once
+    load_clicks: int  # row 8: clicks per session
 
 
-FULL = Settings(pairs=100, clicks=10, page_images=20, scale_images=200, scale_reps=3, hover_positions=100)
-QUICK = Settings(pairs=5, clicks=3, page_images=3, scale_images=20, scale_reps=1, hover_positions=10)
+FULL = Settings(pairs=100, clicks=10, page_images=20, scale_images=200, scale_reps=3, hover_positions=100,
+                load_sessions=8, load_clicks=5)
+QUICK = Settings(pairs=5, clicks=3, page_images=3, scale_images=20, scale_reps=1, hover_positions=10,
+                 load_sessions=2, load_clicks=2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,8 +79,19 @@ def measure(what: str, fn: Callable[[], list[Row]], failed: Callable[[str], list
         return failed(f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
 
+def load_rows_or_why(models: ModelSet, settings: Settings, scratch: Path, errors: list[str],
+                     missing: str | None) -> list[Row]:
+    """Row 8: ``settings.load_sessions`` browser sessions at once against one server."""
+    sa_model = self_attention_model(models.names)
+    if missing or sa_model is None:
+        return skipped_load_rows(missing or "no self-attention model")
+    images = variants(settings.load_sessions, scratch / "load-images", seed=3)
+    return measure(f"row 8 ({settings.load_sessions} concurrent sessions)",
+                   lambda: load_rows(load_session(images, settings.load_clicks, sa_model)), skipped_load_rows, errors)
+
+
 def run_all(models: ModelSet, settings: Settings, threads: int, scratch: Path, errors: list[str]) -> list[Row]:
-    """Rows 1-7 in order."""
+    """Rows 1-8 in order."""
     image = default_sample().read_bytes()
     rows = measure("rows 1-3 (capture, analysis, query)", lambda: compute_rows(models.names, image, settings.pairs),
                    lambda why: [skipped(g, f, "ratio", why) for g, f in
@@ -98,6 +114,7 @@ def run_all(models: ModelSet, settings: Settings, threads: int, scratch: Path, e
     rows += measure(f"row 7 (attnviz explain over {len(scale_images)} images)",
                     lambda: scale_rows(scale_images, scale_model, threads, settings.scale_reps, scratch / "explain"),
                     lambda why: [skipped(7, "explain throughput", "img/s", why)], errors)
+    rows += load_rows_or_why(models, settings, scratch, errors, missing)
     return rows
 
 

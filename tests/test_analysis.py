@@ -83,3 +83,52 @@ def test_a_plain_module_without_metadata_works():
     model = attnviz.build_model("se_resnet18", width=8, num_classes=4).eval()
     a = attnviz.analyze(noise_image(40, 40), model, size=64)
     assert a.top_k(1)[0][0].startswith("class ") and len(a.se) == 8
+
+
+def test_an_analysis_records_its_model_size_and_original_image(sa_model):
+    a = attnviz.analyze(noise_image(300, 120), sa_model, size=96)
+    meta = sa_model.attnviz_meta
+    assert a.model_name == meta.name and a.meta is meta and a.size == 96 and a.image_size == (300, 120)
+    bare = attnviz.build_model("resnet18", width=8, num_classes=4).eval()
+    b = attnviz.analyze(noise_image(40, 40), bare)
+    # no metadata: 224 px, named after its class
+    assert b.size == 224 and b.meta is None and b.model_name == type(bare).__name__ == "AttnResNet"
+
+
+def test_the_input_size_must_be_32_to_1024_px():
+    model = attnviz.build_model("resnet18", width=8, num_classes=4).eval()  # no attention matrix of 128^2 cells
+    for size in (32, 1024):
+        assert attnviz.analyze(noise_image(40, 40), model, size=size).size == size
+    for size in (31, 1025):
+        with pytest.raises(ValueError, match="between 32 and 1024"):
+            attnviz.analyze(noise_image(40, 40), model, size=size)
+
+
+def test_the_models_own_mean_and_std_prepare_its_input(tiny_weights_dir):
+    from attnviz.image import load_image, prepare
+    from attnviz.weights import load_pair
+
+    model, meta = load_pair(tiny_weights_dir / "tiny_resnet18.safetensors")
+    meta.mean, meta.std = [0.1, 0.6, 0.3], [0.5, 0.2, 0.4]  # unlike ImageNet's
+    model.attnviz_meta = meta
+    im = noise_image(50, 40)
+    a = attnviz.analyze(im, model.eval())
+    with torch.inference_mode():
+        expected = model(prepare(load_image(im), a.size, meta.mean, meta.std)).softmax(-1)[0]
+    torch.testing.assert_close(a.probs, expected)
+
+
+def test_to_image_takes_arrays_as_well_as_tensors(sa_model):
+    a = attnviz.analyze(noise_image(160, 48), sa_model)
+    grid = np.arange(16, dtype=float).reshape(4, 4)
+    np.testing.assert_array_equal(a.to_image(grid), a.to_image(torch.from_numpy(grid)))
+    assert a.to_image(grid).shape == (48, 160)
+
+
+def test_an_unknown_layer_names_the_layers_that_have_a_grid(sa_model):
+    a = attnviz.analyze(noise_image(20, 20), sa_model)
+    with pytest.raises(KeyError, match=r"layer2\.1\.attn\.softmax, layer3\.1\.attn\.softmax"):
+        a.cell("nope", 0, 0)
+    plain = attnviz.analyze(noise_image(20, 20), attnviz.build_model("resnet18", width=8, num_classes=4).eval())
+    with pytest.raises(KeyError, match="this model has: none"):
+        plain.cell("nope", 0, 0)

@@ -119,3 +119,68 @@ def test_threads_on_one_shared_model_get_their_own_results(tiny_env):
         for k in a.self_attn:
             torch.testing.assert_close(results[i].self_attn[k], a.self_attn[k])
     assert _hook_count(model) == 0
+
+
+class _GateChangedInPlace(torch.nn.Module):
+    """An SE block whose code changes the gate tensor in place after using it, as
+    in-place blocks may do: the capture must keep the values the gate had."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from attnviz.layers import SqueezeExcite
+
+        self.se = SqueezeExcite(8, reduction=4)
+
+    def forward(self, x):
+        g = self.se.gate(self.se.fc2(self.se.act(self.se.fc1(x.mean((2, 3), keepdim=True)))))
+        out = x * g
+        g.mul_(0)
+        return out
+
+
+def test_gates_are_kept_as_they_were_even_if_changed_in_place_later():
+    torch.manual_seed(0)
+    model = _GateChangedInPlace().eval()
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad(), capture(model) as maps:
+        out = model(x)
+    torch.testing.assert_close(out, x * maps["se.gate"])
+    assert maps["se.gate"].abs().min() > 0  # not the zeros written afterwards
+
+
+def test_a_half_precision_model_is_captured_in_float32_on_the_cpu():
+    model = tiny_model("sa_resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode(), capture(model) as exact:
+        model(x)
+    half = tiny_model("sa_resnet18").to(torch.bfloat16)
+    with torch.inference_mode(), capture(half) as maps:
+        half(x.to(torch.bfloat16))
+    for name, t in maps.items():
+        assert t.dtype == torch.float32 and t.device.type == "cpu", name
+        torch.testing.assert_close(t, exact[name], atol=0.05, rtol=0.1)
+
+
+def test_a_module_shared_under_two_names_is_listed_once_by_its_first_name():
+    from attnviz.layers import SqueezeExcite
+
+    shared = SqueezeExcite(8, reduction=4)
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
+    assert attention_modules(model) == {"0.gate": "se"}
+    assert attention_modules(shared) == {"gate": "se"}  # the model itself an attention module
+
+
+def test_other_modules_can_be_captured_by_name_and_are_of_kind_other():
+    model = tiny_model("se_resnet18")
+    with torch.inference_mode(), capture(model, ["layer1", "layer1.0.se.gate"]) as maps:
+        model(torch.randn(1, 3, 64, 64))
+    assert maps.kinds == {"layer1": "other", "layer1.0.se.gate": "se"}
+    assert maps["layer1"].shape == (1, 8, 16, 16)
+
+
+def test_a_wrong_name_on_a_model_without_attention_says_none():
+    plain = attnviz.build_model("resnet18", width=8, num_classes=4)
+    with pytest.raises(KeyError, match="attention outputs are: none"):
+        capture(plain, ["nope"])
+    with pytest.raises(KeyError, match=r"attention outputs are: layer1\.0\.se\.gate, layer1\.1\.se\.gate, "):
+        capture(tiny_model("se_resnet18"), ["nope"])

@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from attnviz import limits
@@ -111,8 +112,9 @@ def test_feature_cell_on_a_non_square_image():
     assert feature_cell(13, 5, (100, 40), (8, 8)) == (1, 1)
     assert feature_cell(50, 0, (100, 40), (8, 8)) == (0, 4)
     assert feature_cell(0, 20, (100, 40), (8, 8)) == (4, 0)
-    with pytest.raises(ValueError, match="outside"):
-        feature_cell(100, 0, (100, 40), (8, 8))
+    for x, y in [(100, 0), (0, 40), (-1, 0), (0, -1)]:  # one past each edge
+        with pytest.raises(ValueError, match="outside"):
+            feature_cell(x, y, (100, 40), (8, 8))
 
 
 def test_grid_to_image_is_the_inverse_of_feature_cell():
@@ -137,3 +139,21 @@ def test_display_image_shrinks_the_long_side_to_the_limit_and_keeps_small_images
     # a sliver keeps at least one pixel on its short side, whichever it is
     assert display_image(noise_image(5000, 3), 512).size == (512, 1)
     assert display_image(noise_image(3, 5000), 512).size == (1, 512)
+
+
+def test_normalize_is_pixels_over_255_minus_mean_over_std():
+    from attnviz.image import normalize
+
+    batch = torch.tensor(np.random.default_rng(0).integers(0, 256, (2, 3, 4, 5)), dtype=torch.uint8)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    expected = (batch.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize(batch, mean, std), expected)
+    assert normalize(batch, mean, std, torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_squash_resizes_the_whole_image_bilinearly_to_a_square():
+    from attnviz.image import squash
+
+    im = noise_image(90, 40)
+    np.testing.assert_array_equal(np.asarray(squash(im, 64)), np.asarray(im.resize((64, 64), Image.BILINEAR)))
+    assert squash(noise_image(64, 64), 64).size == (64, 64)

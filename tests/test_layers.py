@@ -161,3 +161,39 @@ def test_self_attention_starts_as_identity_and_checks_heads():
     torch.testing.assert_close(sa(x), x)
     with pytest.raises(ValueError, match="divisible"):
         SelfAttention2d(10, num_heads=4)
+
+
+def test_the_papers_defaults_and_every_argument_reaches_its_module():
+    from torch import nn
+
+    assert SqueezeExcite(64).fc1.out_channels == 4  # r = 16
+    assert ChannelGate(64).mlp[0].out_channels == 4
+    cbam = CBAM(64)
+    assert cbam.channel.mlp[0].out_channels == 4 and cbam.spatial.conv.kernel_size == (7, 7)
+    custom = CBAM(64, reduction=8, kernel_size=3, act_layer=nn.GELU, gate_layer=nn.Hardsigmoid)
+    assert custom.channel.mlp[0].out_channels == 8 and custom.spatial.conv.kernel_size == (3, 3)
+    assert isinstance(custom.channel.mlp[1], nn.GELU)
+    assert isinstance(custom.channel.gate, nn.Hardsigmoid) and isinstance(custom.spatial.gate, nn.Hardsigmoid)
+
+
+def test_self_attention_has_the_parameters_the_shipped_weights_have():
+    sa = SelfAttention2d(16, num_heads=4)
+    assert sorted(sa.state_dict()) == [
+        "bn.bias", "bn.num_batches_tracked", "bn.running_mean", "bn.running_var", "bn.weight", "k.weight",
+        "logit_scale", "proj.weight", "q.weight", "slope", "v.weight"]  # no biases on q, k, v, proj
+    torch.testing.assert_close(sa.temperature(), torch.full((4,), 10.0))  # Swin V2's start
+
+
+def test_distance_slopes_run_geometrically_from_one_to_a_quarter():
+    from attnviz.layers.self_attention import distance_slopes
+
+    torch.testing.assert_close(distance_slopes(1), torch.tensor([1.0]))
+    torch.testing.assert_close(distance_slopes(2), torch.tensor([1.0, 0.25]))
+    torch.testing.assert_close(distance_slopes(4), torch.tensor([1.0, 4 ** (-1 / 3), 4 ** (-2 / 3), 0.25]))
+
+
+def test_position_logits_are_made_for_each_grid_size():
+    sa = SelfAttention2d(8, num_heads=2)
+    wide, tall = sa.position_logits(2, 3), sa.position_logits(3, 2)
+    assert wide.shape == tall.shape == (2, 6, 6)
+    assert wide[0, 0, 3] == -1.0 and tall[0, 0, 3] == pytest.approx(-(2**0.5))  # (0,0)->(1,0) vs (0,0)->(1,1)
