@@ -95,6 +95,12 @@ def test_an_analysis_records_its_model_size_and_original_image(sa_model):
     assert b.size == 224 and b.meta is None and b.model_name == type(bare).__name__ == "AttnResNet"
 
 
+def test_top_k_gives_five_by_default():
+    model = attnviz.build_model("resnet18", width=8, num_classes=10).eval()
+    a = attnviz.analyze(noise_image(40, 40), model)
+    assert len(a.top_k()) == 5 and len(a.top_k(20)) == 10
+
+
 def test_the_input_size_must_be_32_to_1024_px():
     model = attnviz.build_model("resnet18", width=8, num_classes=4).eval()  # no attention matrix of 128^2 cells
     for size in (32, 1024):

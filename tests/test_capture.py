@@ -165,8 +165,8 @@ def test_a_module_shared_under_two_names_is_listed_once_by_its_first_name():
     from attnviz.layers import SqueezeExcite
 
     shared = SqueezeExcite(8, reduction=4)
-    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
-    assert attention_modules(model) == {"0.gate": "se"}
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared, SqueezeExcite(8, reduction=4))
+    assert attention_modules(model) == {"0.gate": "se", "3.gate": "se"}  # and the walk goes on after it
     assert attention_modules(shared) == {"gate": "se"}  # the model itself an attention module
 
 
