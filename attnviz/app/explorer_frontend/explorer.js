@@ -142,11 +142,25 @@ export default function (component) {
     return offscreen[key];
   }
 
+  // The photo scaled once to each size it is drawn at: a frame then copies pixels
+  // instead of resampling the photo for every map.
+  const scaled = {};
+  function photoAt(wd, ht) {
+    const key = `${wd}x${ht}`;
+    if (!scaled[key]) {
+      const c = document.createElement("canvas");
+      c.width = wd; c.height = ht;
+      c.getContext("2d").drawImage(photo, 0, 0, wd, ht);
+      scaled[key] = c;
+    }
+    return scaled[key];
+  }
+
   function paint(target, L, values, zmax, cell, outline) {
     const ctx = target.getContext("2d");
     const [h, w] = L.grid;
     ctx.globalAlpha = 1;
-    ctx.drawImage(photo, 0, 0, target.width, target.height);
+    ctx.drawImage(photoAt(target.width, target.height), 0, 0);
     const off = grid(L), octx = off.getContext("2d"), img = octx.createImageData(w, h);
     for (let j = 0; j < L.N; j++) {
       const i = Math.max(0, Math.min(255, Math.round(255 * values[j] / (zmax || 1))));
@@ -169,13 +183,20 @@ export default function (component) {
 
   // The colour bar from 0 (bottom) to this query's largest weight, with the uniform
   // level 1/N drawn across it when it is on the scale.
+  let gradient = null;  // the colour bar's colours, top = largest, drawn once
   function paintBar(v, zmax) {
     const ctx = v.barCanvas.getContext("2d"), hgt = v.barCanvas.height;
-    for (let yy = 0; yy < hgt; yy++) {
-      const i = Math.round(255 * (1 - yy / (hgt - 1)));
-      ctx.fillStyle = `rgb(${lut[3 * i]},${lut[3 * i + 1]},${lut[3 * i + 2]})`;
-      ctx.fillRect(0, yy, BAR_W, 1);
+    if (!gradient || gradient.height !== hgt) {
+      gradient = document.createElement("canvas");
+      gradient.width = BAR_W; gradient.height = hgt;
+      const g = gradient.getContext("2d");
+      for (let yy = 0; yy < hgt; yy++) {
+        const i = Math.round(255 * (1 - yy / (hgt - 1)));
+        g.fillStyle = `rgb(${lut[3 * i]},${lut[3 * i + 1]},${lut[3 * i + 2]})`;
+        g.fillRect(0, yy, BAR_W, 1);
+      }
     }
+    ctx.drawImage(gradient, 0, 0);
     const u = 1 / v.L.N;
     v.uniform.style.visibility = u <= zmax ? "visible" : "hidden";
     if (u <= zmax) {
@@ -189,7 +210,7 @@ export default function (component) {
 
   function drawPhoto() {
     const ctx = photoCanvas.getContext("2d");
-    ctx.drawImage(photo, 0, 0, photoCanvas.width, photoCanvas.height);
+    ctx.drawImage(photoAt(photoCanvas.width, photoCanvas.height), 0, 0);
     const L = finest, [h, w] = L.grid, [r, c] = cellOf(L, ...state.query);
     const cw = photoCanvas.width / w, ch = photoCanvas.height / h;
     ctx.lineWidth = 3; ctx.strokeStyle = "black"; ctx.strokeRect(c * cw, r * ch, cw, ch);
@@ -272,13 +293,17 @@ export default function (component) {
   }
 
   let pending = null;
+  state.drawMs = same ? prev.drawMs : [];
   function frame() {
     const t0 = pending;
     pending = null;
+    const start = performance.now();
     draw();
-    if (t0 !== null) {
-      state.latencies.push(performance.now() - t0);
-      if (state.latencies.length > 2000) state.latencies.shift();
+    const end = performance.now();
+    if (t0 !== null) {  // from the pointer's event to this frame's maps drawn; and the drawing alone
+      state.latencies.push(end - t0);
+      state.drawMs.push(end - start);
+      if (state.latencies.length > 2000) { state.latencies.shift(); state.drawMs.shift(); }
     }
   }
   function setQuery(q, t) {
