@@ -3,7 +3,7 @@ sees it (the default sample, a 1400 px wide window), for the README.
 
     .venv/bin/python docs/make_screenshots.py
 
-Runs ``streamlit run app.py`` on localhost and Debian's Chromium through Playwright,
+Runs ``streamlit run serve.py`` on localhost and Debian's Chromium through Playwright,
 with the helpers the browser tests use.
 """
 
@@ -40,6 +40,15 @@ def charts_settled(page, last: list[int]) -> bool:
     return bool(settled)
 
 
+def hover_and_pin(page) -> None:
+    """The hover explorer as a user leaves it: one pixel pinned, the pointer on another."""
+    page.wait_for_function("() => document.querySelector('.avx-root')?.dataset.ready === '1'", timeout=180_000)
+    box = page.locator("canvas.avx-photo").bounding_box()
+    page.mouse.click(box["x"] + 0.47 * box["width"], box["y"] + 0.30 * box["height"])  # the temple's roof: pinned
+    page.mouse.move(box["x"] + 0.80 * box["width"], box["y"] + 0.72 * box["height"])  # the trees
+    page.wait_for_timeout(500)
+
+
 def main() -> None:
     out = ROOT / "docs" / "img"
     out.mkdir(parents=True, exist_ok=True)
@@ -47,8 +56,11 @@ def main() -> None:
         page.goto(url)
         for view, stem in VIEWS.items():
             open_view(page, view)
-            counts: list[int] = []
-            wait_until(page, lambda: charts_settled(page, counts), f"the {view} view's charts", 180)
+            if view == "Self-attention":
+                hover_and_pin(page)
+            else:
+                counts: list[int] = []
+                wait_until(page, lambda: charts_settled(page, counts), f"the {view} view's charts", 180)
             page.wait_for_timeout(1500)  # images inside the charts
             shot = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
             shot = shot.resize((SAVED_WIDTH, round(shot.height * SAVED_WIDTH / shot.width)), Image.LANCZOS)
