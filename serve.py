@@ -5,8 +5,10 @@ on (``attnviz.app.service.warm_up``), so the first visitor waits for none of it.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
+import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,4 +28,22 @@ async def lifespan(app):
     yield None
 
 
+def _exit_cleanly(signum, frame) -> None:
+    # `docker stop` and Kubernetes send SIGTERM. Served through st.App, the process
+    # would die of it (status -15): ask the uvicorn server to shut down as it does on
+    # Ctrl-C (sessions closed, lifespan ended), so it returns and exits with 0.
+    import gc
+
+    import uvicorn
+
+    with warnings.catch_warnings():  # isinstance on torch's deprecated module attributes warns
+        warnings.simplefilter("ignore")
+        servers = [o for o in gc.get_objects() if isinstance(o, uvicorn.Server)]
+    if not servers:  # not serving yet (still warming up): nothing to close
+        sys.exit(0)
+    for server in servers:
+        server.should_exit = True
+
+
+signal.signal(signal.SIGTERM, _exit_cleanly)
 app = st.App(Path(__file__).with_name("app.py"), lifespan=lifespan)
