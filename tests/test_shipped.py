@@ -65,8 +65,8 @@ def test_readme_table_states_the_measured_accuracy(shipped):
 
 
 # Every val image through all four models: batched, the split decoded once, and still
-# about 3 minutes on an idle 2-core machine and more than the suite-wide 300 s on a busy
-# one. Its own limit, so that a loaded machine makes it slow, not failed.
+# more than the suite-wide 300 s on a busy 2-core machine (334 s was seen). Its own
+# limit, so that a loaded machine makes it slow, not failed.
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/imagenette2-224 beside the repository")
 def test_evaluate_on_the_val_split_reproduces_the_stated_accuracy(shipped):
