@@ -13,12 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 import attnviz
 from tests.browser import COMPONENT, IMAGE_UPLOADER, LIVE_FIGURE, PANEL_SHOWS, app_server, original_pixel
 
-from .page import GB, PAGE_TIMEOUT_S, READ_BARS, expected_bars, peak_rss, server_pid
+from .page import GB, PAGE_TIMEOUT_S, READ_BARS, bars_match, expected_bars, p95, peak_rss, server_pid
 from .report import Row, skipped
 
 FIGURES = ("upload → render, p95, concurrent", "click → panel, p95, concurrent", "errors, concurrent sessions",
@@ -32,14 +30,6 @@ class LoadRun:
     click_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     peak_rss: int = 0
-
-
-def _bars_equal(shown: list, expected: list[np.ndarray]) -> bool:
-    from tests.conftest import plotly_array
-
-    shown = [plotly_array(v) for v in shown]
-    return len(shown) == len(expected) and all(
-        s.shape == e.shape and np.allclose(s, e, atol=1e-6) for s, e in zip(shown, expected))
 
 
 async def _session(browser, url: str, image: Path, names: list[str], sa_model: str, clicks: int, seed: int,
@@ -56,7 +46,7 @@ async def _session(browser, url: str, image: Path, names: list[str], sa_model: s
             'input[type="file"]')
         t0 = time.perf_counter()
         await upload.set_input_files(str(image))
-        while not _bars_equal(await page.evaluate(READ_BARS), expected):
+        while not bars_match(await page.evaluate(READ_BARS), expected):
             if time.perf_counter() - t0 > PAGE_TIMEOUT_S:
                 raise TimeoutError(f"{image.name}: its own predictions never showed")
             await asyncio.sleep(0.02)
@@ -113,23 +103,18 @@ def load_session(images: list[Path], clicks: int, sa_model: str) -> LoadRun:
     return run
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def load_rows(run: LoadRun) -> list[Row]:
     n = run.sessions
     rows = []
     if run.upload_s:
-        rows.append(Row(8, FIGURES[0], _p95(run.upload_s) * 1000, "ms", None,
+        rows.append(Row(8, FIGURES[0], p95(run.upload_s) * 1000, "ms", None,
                         f"{len(run.upload_s)} of {n} sessions at once, each its own new image, to every model's top-5 "
                         f"chart of that image; median {statistics.median(run.upload_s) * 1000:.0f} ms",
                         [t * 1000 for t in run.upload_s]))
     else:
         rows.append(skipped(8, FIGURES[0], "ms", "no session finished an upload"))
     if run.click_s:
-        rows.append(Row(8, FIGURES[1], _p95(run.click_s) * 1000, "ms", None,
+        rows.append(Row(8, FIGURES[1], p95(run.click_s) * 1000, "ms", None,
                         f"{len(run.click_s)} clicks by the {n} sessions at once, each to its panel showing exactly "
                         f"its pixel's maps; median {statistics.median(run.click_s) * 1000:.0f} ms",
                         [t * 1000 for t in run.click_s]))
