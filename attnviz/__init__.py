@@ -4,11 +4,13 @@
     model = attnviz.load_model("cbam_resnet18")
     a = attnviz.analyze("photo.jpg", model)
     a.top_k(5); a.cbam_spatial; a.query("layer2.1.attn.softmax", x=120, y=80)
+    attnviz.intervene("photo.jpg", model, "spatial-mean").to_json()  # top-5 before -> after
 """
 
 from .analysis import Analysis, analyze
 from .capture import attention_modules, capture
 from .image import ImageError, load_image
+from .intervene import INTERVENTIONS, intervene
 from .models import ARCHITECTURES, build_model
 from .weights import WeightsError, WeightsMeta, available_models, load_model, load_pair, save_pair
 
@@ -16,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES",
+    "INTERVENTIONS",
     "Analysis",
     "ImageError",
     "WeightsError",
@@ -25,6 +28,7 @@ __all__ = [
     "available_models",
     "build_model",
     "capture",
+    "intervene",
     "load_image",
     "load_model",
     "load_pair",

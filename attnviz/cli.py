@@ -1,5 +1,5 @@
-"""The ``attnviz`` command line: ``models``, ``explain``, ``evaluate``, ``profile``,
-``attention-stats``, ``train``.
+"""The ``attnviz`` command line: ``models``, ``explain``, ``intervene``, ``evaluate``,
+``profile``, ``attention-stats``, ``train``.
 
 Every expected failure (a bad image, an unknown model, a broken weights file) ends as
 one ``attnviz: error: ...`` line on stderr and a non-zero exit status, never a traceback.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .capture import attention_modules
 from .image import ImageError
+from .intervene import INTERVENTIONS
 from .models import ARCHITECTURES
 from .weights import WeightsError
 
@@ -107,6 +108,27 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if failed:
         _fail(f"{failed} of {len(jobs)} images failed; the others were written to {out}")
         return 1
+    return 0
+
+
+def _cmd_intervene(args: argparse.Namespace) -> int:
+    import json
+
+    from .intervene import intervene
+    from .weights import load_model
+
+    model = load_model(args.model)
+    r = intervene(args.image, model, args.what, args.layer, k=args.k, size=args.size, target=args.target)
+    if args.json:
+        print(json.dumps(r.to_json()))  # one line: a script reads it whole
+        return 0
+    where = r.layers[0] if len(r.layers) == 1 else f"{len(r.layers)} modules ({r.layers[0]} ... {r.layers[-1]})"
+    print(f"{r.model_name}: {r.what}{f' (k = {r.k})' if r.k else ''} in {where}")
+    print(f"{'':2s} {'before':28s} after")
+    for i, ((c0, p0), (c1, p1)) in enumerate(zip(r.top_k(5), r.top_k(5, after=True)), 1):
+        print(f"{i:<2d} {c0:18.18s} {p0:7.2%}   {c1:18.18s} {p1:7.2%}")
+    name, p0, p1 = r.delta
+    print(f"{name}: {p0:.2%} -> {p1:.2%} ({(p1 - p0) * 100:+.2f} points)")
     return 0
 
 
@@ -247,6 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images analysed at once, sharing one model and the CPU cores (default 1)")
     e.add_argument("--weights-dir", help="also load weights pairs from this directory")
     e.set_defaults(func=_cmd_explain)
+
+    i = sub.add_parser("intervene", help="top-5 before -> after switching off or changing attention in one image")
+    i.add_argument("image", help="an image file")
+    i.add_argument("--model", required=True, help="model name (see `attnviz models`)")
+    i.add_argument("--what", required=True, choices=INTERVENTIONS, help="the intervention")
+    i.add_argument("--layer", help="only this block or module, e.g. layer3.1 or layer3.1.se.gate "
+                   "(default: every module of the kind)")
+    i.add_argument("--k", type=int, help="knockout-top: channels set to 0 per block (default 8)")
+    i.add_argument("--class", dest="target", metavar="CLASS",
+                   help="report the change of this class, e.g. the true one (default: the top-1 before)")
+    i.add_argument("--size", type=int, help="model input size (default: the model's)")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    i.add_argument("--weights-dir", help="also load weights pairs from this directory")
+    i.set_defaults(func=_cmd_intervene)
 
     v = sub.add_parser("evaluate", help="top-1 accuracy of a model on an ImageFolder directory")
     v.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
