@@ -113,14 +113,10 @@ def _grid_of(n: int, size: int) -> tuple[int, int]:
     return side, side
 
 
-def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None) -> Analysis:
-    """Run one image through ``model`` (a module or the name of a shipped/user model)
-    and capture every attention tensor.
-
-    ``image``: a path, bytes or PIL image of any mode; EXIF orientation is applied and
-    the whole image is squashed onto the model's ``size`` x ``size`` input (default:
-    the size in the model's metadata, else 224). Raises ``ImageError`` for bad input.
-    """
+def model_input(image: ImageSource, model: nn.Module | str, size: int | None = None):
+    """What ``analyze`` feeds ``model``: (model, its metadata or None, input size, the
+    decoded image, its original size, the (1, 3, size, size) tensor). ``model`` may be a
+    name; a model in training mode, a size outside 32..1024 or bad input raise one line."""
     if isinstance(model, str):
         model = load_model(model)
     if model.training:
@@ -132,6 +128,18 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
         raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
     im, original_size = open_image(image, for_size=size)
     x = prepare(im, size, meta.mean if meta else IMAGENET_MEAN, meta.std if meta else IMAGENET_STD)
+    return model, meta, size, im, original_size, x
+
+
+def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None) -> Analysis:
+    """Run one image through ``model`` (a module or the name of a shipped/user model)
+    and capture every attention tensor.
+
+    ``image``: a path, bytes or PIL image of any mode; EXIF orientation is applied and
+    the whole image is squashed onto the model's ``size`` x ``size`` input (default:
+    the size in the model's metadata, else 224). Raises ``ImageError`` for bad input.
+    """
+    model, meta, size, im, original_size, x = model_input(image, model, size)
     with torch.inference_mode(), capture(model) as maps:
         logits = model(x)
     probs = logits.float().softmax(-1)[0]

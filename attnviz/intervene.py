@@ -38,10 +38,11 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .analysis import model_input
 from .capture import attention_modules, resolve
-from .image import ImageSource, open_image, prepare
+from .image import ImageSource
 from .profile import SEProfile, profile_path
-from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, find_weights, load_model
+from .weights import WeightsMeta, find_weights
 
 INTERVENTIONS = ("gates-off", "gates-mean", "knockout-top", "spatial-mean", "spatial-invert",
                  "attn-uniform", "attn-self")
@@ -271,23 +272,12 @@ def intervene(
     change ``delta`` reports, e.g. the true class (default: the top-1 before). Raises
     ``ValueError``/``KeyError``/``ImageError`` with a one-line message for a bad setting.
     """
-    if isinstance(model, str):
-        model = load_model(model)
-    if model.training:
-        raise ValueError("the model is in training mode; call model.eval() first "
-                         "(BatchNorm would use batch statistics)")
-    changed = intervention(model, what, layer, k=k, profile=profile)  # every setting checked before the image
-    meta: WeightsMeta | None = getattr(model, "attnviz_meta", None)
+    model, meta, _, _, _, x = model_input(image, model, size)
+    changed = intervention(model, what, layer, k=k, profile=profile)  # every setting checked before a forward
     classes = list(meta.classes) if meta else None
     if target is not None and classes is not None and target not in classes:
         shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
         raise KeyError(f"unknown class {target!r}; {_model_name(model)} knows: {shown}")
-    # As ``analyze``: the same size bounds, decoding and preparation, so 'before' is its result.
-    size = int(size or (meta.input_size if meta else 224))
-    if not 32 <= size <= 1024:
-        raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
-    im, _ = open_image(image, for_size=size)
-    x = prepare(im, size, meta.mean if meta else IMAGENET_MEAN, meta.std if meta else IMAGENET_STD)
     with torch.inference_mode():
         before = model(x).float().softmax(-1)[0]
         with changed:
