@@ -61,13 +61,14 @@ def app_server(env: dict[str, str] | None = None, extra_args: list[str] | None =
 
 
 @contextmanager
-def chromium_page(width: int = 1500, height: int = 1100):
+def chromium_page(width: int = 1500, height: int = 1100, touch: bool = False):
+    """A headless Chromium page; ``touch``: the page has a touch screen (``page.touchscreen``)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height}, has_touch=touch)
             yield page
         finally:
             browser.close()

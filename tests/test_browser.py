@@ -172,6 +172,49 @@ def test_hovering_draws_the_apis_maps_in_the_browser_without_asking_the_server(t
         page.screenshot(path=str(ARTIFACTS / "browser_hover_explorer.png"), full_page=True)
 
 
+def test_on_a_touch_screen_a_tap_pins_the_tapped_pixel_of_a_12_mp_photo(tmp_path):
+    """A phone's 12 MP photo (4000 x 3000) on a touch screen: the browser gets a display
+    copy, not the upload; each tap pins the pixel of the original image under the finger
+    and draws that pixel's maps, equal to the API's within the quantisation step."""
+    photo = tmp_path / "phone.jpg"
+    Image.open(sample_images()["cat"]).convert("RGB").resize((4000, 3000), Image.BILINEAR).save(photo, quality=90)
+    reference = attnviz.analyze(photo, attnviz.load_model("sa_resnet18"))
+    assert reference.image_size == (4000, 3000)
+    sent = len(explorer.payload(reference, "Viridis", 0.6))
+    weights = sum(t.numel() + 4 * t.shape[0] * t.shape[1] for t in reference.self_attn.values())  # codes, scales
+    assert sent - weights < 200_000  # besides the attention: lookup tables, a header and a 512 px photo
+    steps = {name: explorer.quantise(t)[0] for name, t in reference.self_attn.items()}
+
+    with app_server() as url, chromium_page(touch=True) as page:
+        page.goto(url)
+        choose_upload(page).set_input_files(str(photo))
+        page.get_by_text(f"{photo.name} (4000×3000)").wait_for(timeout=120_000)
+        open_view(page, "Self-attention")
+        page.wait_for_function("() => document.querySelector('.avx-root')?.dataset.ready === '1'", timeout=60_000)
+        canvas = page.locator("canvas.avx-photo")
+        box = canvas.bounding_box()
+        assert canvas.evaluate("c => c.width * c.height") <= 512 * 512  # drawn from the display copy
+        for i, (fx, fy) in enumerate([(0.27, 0.41), (0.83, 0.66)]):
+            dx, dy = fx * box["width"], fy * box["height"]
+            page.touchscreen.tap(box["x"] + dx, box["y"] + dy)
+            page.wait_for_function("n => document.querySelector('.avx-root').__attnviz.pins.length === n",
+                                   arg=i + 1, timeout=10_000)
+            shown = page.evaluate(READ_DRAWN)
+            x, y = shown["pins"][i]
+            assert shown["query"] == [x, y]
+            assert abs((x + 0.5) * box["width"] / 4000 - dx) <= box["width"] / 4000 / 2 + 1
+            assert abs((y + 0.5) * box["height"] / 3000 - dy) <= box["height"] / 3000 / 2 + 1
+            for name, drawn in shown["layers"].items():
+                h, w = reference.self_attn_grid[name]
+                row, col = reference.cell(name, x, y)
+                assert drawn["cell"] == [row, col] and drawn["query"] == [x, y]
+                exact = reference.query(name, x, y).reshape(len(drawn["heads"]), -1).numpy()
+                step = steps[name][:, row * w + col, None]
+                assert (np.abs(np.array(drawn["heads"]) - exact) <= step / 2 + 1e-6).all()
+        page.wait_for_url("**pins=*%3B*", timeout=20_000)  # both pins in the URL
+        assert page.locator(".avx-pin").count() == 2
+
+
 # Makes every JavaScript blob URL unusable, as a Content-Security-Policy without blob:
 # scripts would: the explorer's inline module (loaded from a blob) cannot run.
 BLOCK_SCRIPT_BLOBS = """(() => { const make = URL.createObjectURL.bind(URL);
