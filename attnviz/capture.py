@@ -1,28 +1,33 @@
-"""Capture the attention tensors a forward pass computes, through forward hooks.
+"""Capture the attention tensors a forward pass computes: attnviz's own gates report
+them (``attnviz.layers.gate``), any other module is read through a forward hook.
 
     with attnviz.capture(model) as maps:
         model(x)
     maps["layer1.0.se.gate"]  # (B, C, 1, 1), exactly what multiplied the features
 
-Hooks are registered on entry and always removed on exit, also when the body raises.
+Hooks (and the gates' listener) are registered on entry and always removed on exit,
+also when the body raises.
 The model is not changed (no ``eval()``, no new attributes). Captured gates are
 ``detach().float().cpu().clone()`` so that a later in-place op cannot alter them; the
 attention matrix, which its layer only reads, is kept as ``detach().float().cpu()``.
-Hooks only record forward passes run by the thread that opened the ``capture``, so
+Only forward passes run by the thread that opened the ``capture`` are recorded, so
 several threads may capture on one shared model at once, each seeing its own tensors.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from types import TracebackType
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from torch.utils.hooks import RemovableHandle
 
 from .layers import ChannelGate, SelfAttention2d, SpatialGate, SqueezeExcite
+from .layers.gate import ReportingGate, listening
 
 KINDS = ("se", "cbam_channel", "cbam_spatial", "self_attn")
 
@@ -102,11 +107,57 @@ class Captured(Mapping[str, torch.Tensor]):
         return {k: self[k] for k in self if self.kinds.get(k) == kind}
 
 
-class capture:  # noqa: N801 - used like a function: ``with capture(model) as maps``
+class ThreadBoundHooks:
+    """Forward hooks on modules, registered on ``__enter__`` and always removed on exit
+    (also when the body raises), that act only on the forward passes run by the thread
+    that entered. Subclasses give the hooks (``_hooks``) and check ``_mine()`` in them."""
+
+    def __init__(self) -> None:
+        self._handles: list[RemovableHandle] = []
+        self._thread: int | None = None
+        self._active = False
+
+    def _hooks(self) -> Iterable[tuple[nn.Module, Callable]]:
+        raise NotImplementedError
+
+    def _mine(self) -> bool:
+        return threading.get_ident() == self._thread
+
+    def __enter__(self):
+        if self._active:
+            raise RuntimeError(f"this {type(self).__name__} is already active")
+        self._thread = threading.get_ident()
+        self._active = True
+        try:
+            for module, hook in self._hooks():
+                self._handles.append(module.register_forward_hook(hook))
+        except BaseException:
+            self.remove_hooks()
+            raise
+
+    def remove_hooks(self) -> None:
+        """Remove every hook this object registered; safe to call twice."""
+        while self._handles:
+            self._handles.pop().remove()
+        self._active = False
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.remove_hooks()
+
+
+class capture(ThreadBoundHooks):  # noqa: N801 - used like a function: ``with capture(model) as maps``
     """Context manager recording the outputs of ``model``'s attention modules (all
-    of them, or the module paths in ``names``) during the forward passes run inside it."""
+    of them, or the module paths in ``names``) during the forward passes run inside it.
+
+    attnviz's own gates (``attnviz.layers.gate``) report their outputs to the capture
+    open on their thread, so they need no hook; any other module, and a gate that
+    already has forward hooks when the capture opens (an intervention's, a user's), is
+    hooked as before, so that the capture sees what those hooks made of the output."""
 
     def __init__(self, model: nn.Module, names: Iterable[str] | None = None) -> None:
+        super().__init__()
         self.model = model
         found = _attention_outputs(model)  # one walk over the modules: this runs once per image
         if names is None:
@@ -114,46 +165,52 @@ class capture:  # noqa: N801 - used like a function: ``with capture(model) as ma
         else:
             self._modules = resolve(model, names)
         self.maps = Captured({n: found[n][0] if n in found else "other" for n in self._modules})
-        self._handles: list[RemovableHandle] = []
-        self._thread: int | None = None
+        self._listened: dict[nn.Module, str] = {}
+        self._listening: AbstractContextManager | None = None
 
-    def _hook(self, name: str):
+    def _keep(self, name: str, output: torch.Tensor) -> None:
         # The attention matrix is kept without a copy: it is a new tensor that
         # SelfAttention2d only reads (``attn @ v``), never writes, and copying its
         # (B, heads, N, N) floats was a large share of a forward pass (docs/benchmarks.md).
         # Every other output is cloned: blocks may change tensors in place later.
-        copy = self.maps.kinds.get(name) != "self_attn"
+        kept = output.detach() if output.requires_grad else output
+        if kept.dtype != torch.float32 or kept.device.type != "cpu":
+            kept = kept.float().cpu()  # a new tensor already
+        elif self.maps.kinds.get(name) != "self_attn":
+            kept = kept.clone()
+        self.maps._add(name, kept)  # each tensor op is a dispatch: only the needed ones
 
+    def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if threading.get_ident() != self._thread:
-                return
-            kept = output.detach() if output.requires_grad else output
-            if kept.dtype != torch.float32 or kept.device.type != "cpu":
-                kept = kept.float().cpu()  # a new tensor already
-            elif copy:
-                kept = kept.clone()
-            self.maps._add(name, kept)  # each tensor op is a dispatch: only the needed ones
+            if self._mine():
+                self._keep(name, output)
 
         return hook
 
+    def _listen(self, module: nn.Module, output: torch.Tensor) -> None:
+        name = self._listened.get(module)
+        if name is not None:
+            self._keep(name, output)
+
+    def _hooks(self) -> Iterator[tuple[nn.Module, Callable]]:
+        plain_calls = not (_global_forward_hooks or _global_forward_pre_hooks)
+        self._listened = {}
+        for name, module in self._modules.items():
+            if isinstance(module, ReportingGate) and plain_calls and not module._forward_hooks:
+                self._listened[module] = name
+            else:
+                yield module, self._hook(name)
+
     def __enter__(self) -> Captured:
-        if self._handles:
-            raise RuntimeError("this capture is already active")
-        self._thread = threading.get_ident()
-        try:
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.remove_hooks()
-            raise
+        super().__enter__()
+        if self._listened:
+            self._listening = listening(self._listen)
+            self._listening.__enter__()
         return self.maps
 
     def remove_hooks(self) -> None:
-        """Remove every hook this capture registered; safe to call twice."""
-        while self._handles:
-            self._handles.pop().remove()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.remove_hooks()
+        """Remove every hook (and the listener) this capture registered; safe to call twice."""
+        super().remove_hooks()
+        if self._listening is not None:
+            listening_, self._listening = self._listening, None
+            listening_.__exit__(None, None, None)

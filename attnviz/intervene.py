@@ -28,18 +28,15 @@ not affected. A ``capture`` opened inside an ``intervention`` records the replac
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from .analysis import model_input
-from .capture import attention_modules, resolve
+from .capture import ThreadBoundHooks, attention_modules, resolve
 from .image import ImageSource
 from .profile import SEProfile, profile_path
 from .weights import WeightsMeta, find_weights
@@ -150,7 +147,7 @@ def _replacement(what: str, k: int, means: dict[str, torch.Tensor]) -> Replace:
     raise AssertionError(what)  # checked by ``intervention``
 
 
-class intervention:  # noqa: N801 - used like a function: ``with intervention(model, "gates-off")``
+class intervention(ThreadBoundHooks):  # noqa: N801 - used like a function: ``with intervention(model, "gates-off")``
     """Context manager that changes ``model``'s attention (``what``, one of
     ``INTERVENTIONS``) in the forward passes run inside it, through forward hooks.
 
@@ -167,6 +164,7 @@ class intervention:  # noqa: N801 - used like a function: ``with intervention(mo
                  profile: SEProfile | None = None) -> None:
         if what not in INTERVENTIONS:
             raise ValueError(f"unknown intervention {what!r}; one of: {', '.join(INTERVENTIONS)}")
+        super().__init__()
         if k is not None and what != "knockout-top":
             raise ValueError(f"k applies only to knockout-top, not to {what}")
         k = DEFAULT_K if k is None else k
@@ -179,38 +177,22 @@ class intervention:  # noqa: N801 - used like a function: ``with intervention(mo
         if what == "gates-mean":
             means = _mean_gates(model, self.layers, profile if profile is not None else shipped_profile(model))
         self._replace = _replacement(what, k, means)
-        self._handles: list[RemovableHandle] = []
-        self._thread: int | None = None
+
+    def _hooks(self) -> Iterator[tuple[nn.Module, Callable]]:
+        for path in self._modules:
+            yield self._modules[path], self._hook(path)
 
     def _hook(self, path: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            if threading.get_ident() != self._thread:
+            if not self._mine():
                 return None  # another thread's forward pass on a shared model: unchanged
             return self._replace(path, output)
 
         return hook
 
     def __enter__(self) -> list[str]:
-        if self._handles:
-            raise RuntimeError("this intervention is already active")
-        self._thread = threading.get_ident()
-        try:
-            for path, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(path)))
-        except BaseException:
-            self.remove_hooks()
-            raise
+        super().__enter__()
         return self.layers
-
-    def remove_hooks(self) -> None:
-        """Remove every hook this intervention registered; safe to call twice."""
-        while self._handles:
-            self._handles.pop().remove()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.remove_hooks()
 
 
 @dataclass

@@ -5,6 +5,7 @@ import torch
 
 import attnviz
 from attnviz.capture import attention_modules, capture
+from attnviz.layers import gate
 
 from .conftest import noise_image, tiny_model
 
@@ -47,17 +48,50 @@ def test_attention_rows_sum_to_one():
         torch.testing.assert_close(t.sum(-1), torch.ones(t.shape[:-1]))
 
 
-def test_no_hook_is_left_also_after_an_exception():
+def _listeners() -> int:
+    return len(getattr(gate._local, "listeners", []))
+
+
+def test_nothing_is_left_attached_also_after_an_exception():
     model = tiny_model("cbam_resnet18")
     before = _hook_count(model)
-    with capture(model):
-        assert _hook_count(model) == before + 16
+    with capture(model, [*attention_modules(model), "layer1.0.conv1"]) as maps:
+        # the 16 gates report to the capture's one listener: only the convolution is hooked
+        assert _hook_count(model) == before + 1 and _listeners() == 1
         model(torch.randn(1, 3, 32, 32))
-    assert _hook_count(model) == before
+    assert len(maps) == 17
+    assert _hook_count(model) == before and _listeners() == 0
     with pytest.raises(RuntimeError, match="boom"):
         with capture(model):
             raise RuntimeError("boom")
-    assert _hook_count(model) == before
+    assert _hook_count(model) == before and _listeners() == 0
+
+
+def test_a_gate_with_a_hook_is_captured_as_that_hook_left_it():
+    model = tiny_model("se_resnet18")
+    x = torch.randn(1, 3, 32, 32)
+    h = model.get_submodule("layer1.0.se.gate").register_forward_hook(lambda m, i, o: torch.ones_like(o))
+    try:
+        with torch.inference_mode(), capture(model) as maps:
+            model(x)
+    finally:
+        h.remove()
+    assert torch.equal(maps["layer1.0.se.gate"], torch.ones_like(maps["layer1.0.se.gate"]))
+    with torch.inference_mode(), capture(model) as plain:  # the same gate, reporting, without the hook
+        model(x)
+    assert not torch.equal(plain["layer1.0.se.gate"], maps["layer1.0.se.gate"])
+    torch.testing.assert_close(plain["layer1.1.se.gate"], maps["layer1.1.se.gate"])
+
+
+def test_a_capture_inside_a_capture_records_in_both():
+    model = tiny_model("se_resnet18")
+    with torch.inference_mode(), capture(model) as outer:
+        with capture(model, ["layer2.0.se.gate"]) as inner:
+            model(torch.randn(2, 3, 32, 32))
+        model(torch.randn(1, 3, 32, 32))
+    assert list(inner) == ["layer2.0.se.gate"] and inner["layer2.0.se.gate"].shape[0] == 2
+    assert outer["layer2.0.se.gate"].shape[0] == 3
+    torch.testing.assert_close(outer["layer2.0.se.gate"][:2], inner["layer2.0.se.gate"])
 
 
 def test_capture_does_not_mutate_the_model():

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gate import Sigmoid
 from .se import reduced_channels
 
 
@@ -37,7 +38,7 @@ class ChannelGate(nn.Module):
         reduction: int = 16,
         *,
         act_layer: Callable[[], nn.Module] = nn.ReLU,
-        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+        gate_layer: Callable[[], nn.Module] = Sigmoid,
     ) -> None:
         super().__init__()
         rd = reduced_channels(channels, reduction)
@@ -63,7 +64,7 @@ class SpatialGate(nn.Module):
         self,
         kernel_size: int = 7,
         *,
-        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+        gate_layer: Callable[[], nn.Module] = Sigmoid,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -88,7 +89,7 @@ class CBAM(nn.Module):
         *,
         kernel_size: int = 7,
         act_layer: Callable[[], nn.Module] = nn.ReLU,
-        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+        gate_layer: Callable[[], nn.Module] = Sigmoid,
     ) -> None:
         super().__init__()
         self.channel = ChannelGate(channels, reduction, act_layer=act_layer, gate_layer=gate_layer)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .gate import Sigmoid
+
 
 def reduced_channels(channels: int, reduction: int) -> int:
     """Width of the bottleneck C/r, at least 1 so that tiny models still work."""
@@ -32,7 +34,7 @@ class SqueezeExcite(nn.Module):
         reduction: int = 16,
         *,
         act_layer: Callable[[], nn.Module] = nn.ReLU,
-        gate_layer: Callable[[], nn.Module] = nn.Sigmoid,
+        gate_layer: Callable[[], nn.Module] = Sigmoid,
     ) -> None:
         super().__init__()
         rd = reduced_channels(channels, reduction)

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gate import Softmax
+
 MAX_TEMPERATURE = 100.0  # Swin V2's cap on the cosine's scale
 
 
@@ -81,7 +83,7 @@ class SelfAttention2d(nn.Module):
         self.logit_scale = nn.Parameter(torch.full((num_heads,), math.log(10.0)))
         # each head's distance slope: a constant, saved with the weights so a file says which it was trained with
         self.register_buffer("slope", distance_slopes(num_heads))
-        self.softmax = nn.Softmax(dim=-1)
+        self.softmax = Softmax(dim=-1)
         self.proj = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
         nn.init.zeros_(self.bn.weight)
