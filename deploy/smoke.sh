@@ -4,7 +4,7 @@
 #
 #   deploy/smoke.sh [extra arguments for `build`, e.g. --build-arg TORCH_INDEX_URL=...]
 #
-# Environment: ENGINE (docker or podman; default: whichever is installed), IMAGE
+# Environment: ENGINE (docker or podman; default: docker if its engine answers, else podman), IMAGE
 # (default attnviz:smoke), PORT (8501), PUBLISH (how the port is published; default
 # "-p 127.0.0.1:$PORT:8501", empty with RUN_ARGS=--network=host), RUN_ARGS (extra
 # arguments for `run`), PYTHON (an interpreter with playwright, default .venv/bin/python),
@@ -14,8 +14,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ENGINE=${ENGINE:-$(command -v docker || command -v podman || true)}
-[ -n "$ENGINE" ] || { echo "smoke: neither docker nor podman is installed" >&2; exit 2; }
+# docker if its engine answers (a docker client without a daemon is common), else podman
+if [ -z "${ENGINE:-}" ]; then
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then ENGINE=docker
+    elif command -v podman >/dev/null; then ENGINE=podman
+    fi
+fi
+[ -n "${ENGINE:-}" ] || { echo "smoke: no docker engine answers and podman is not installed" >&2; exit 2; }
 IMAGE=${IMAGE:-attnviz:smoke}
 PORT=${PORT:-8501}
 PUBLISH=${PUBLISH--p 127.0.0.1:$PORT:8501}
