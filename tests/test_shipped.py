@@ -40,13 +40,14 @@ def test_the_four_models_ship_verified_small_and_accurate(shipped):
         assert meta.metrics["val_top1"] >= 0.88, f"{name}: {meta.metrics['val_top1']}"
         assert not model.training
     # Same recipe for all four: only the architecture differs (and how fast it ran:
-    # minutes, threads, which modules ran compiled).
-    how = ("train_minutes", "threads", "finetuned_from", "compiled_modules")
+    # minutes, threads, which modules ran compiled; and the seed, which docs/training.md states).
+    how = ("train_minutes", "threads", "finetuned_from", "compiled_modules", "seed")
     recipes = [{k: v for k, v in meta.training.items() if k not in how} for _, meta in shipped.values()]
     assert all(r == recipes[0] for r in recipes)
-    # ... and it is the default one, so `attnviz train` with no recipe flags reproduces them.
-    default = Recipe().to_json()
-    assert {k: recipes[0][k] for k in default} == default
+    # ... and it is the default one, so `attnviz train` with no recipe flags but --seed reproduces them.
+    for _, meta in shipped.values():
+        default = Recipe(seed=meta.training["seed"]).to_json()
+        assert {k: meta.training[k] for k in default} == default
     assert set(attnviz.available_models()) >= set(ARCHITECTURES)
 
 
