@@ -185,6 +185,7 @@ def memo(name: str, key: tuple, compute):
     return kept[key]
 
 
+@st.fragment  # its own widgets rerun only this panel
 def drill_down(a: Analysis, gates: dict, data: bytes, img_key: str, prefix: str, look: tuple[float, str]) -> None:
     """One channel of one block: its feature map before and after the gates, its gate
     and rank; the block's most and least gated channels as thumbnails."""
@@ -219,6 +220,7 @@ def drill_down(a: Analysis, gates: dict, data: bytes, img_key: str, prefix: str,
         "maps before the gate", opacity=opacity, colorscale=cmap, extent=a.image_size), key=f"{prefix}-drill-thumbs")
 
 
+@st.fragment  # its own widgets rerun only this panel
 def intervention_panel(a: Analysis, view: str, data: bytes, img_key: str, layers: list[str]) -> None:
     """Change one kind of attention (``attnviz.intervene``) and show the top-5 before -> after."""
     st.subheader("Intervene: does this attention matter for this prediction?")

@@ -397,17 +397,18 @@ def before_after_bars(
     shown.reverse()  # plotly draws the first category at the bottom
     names = [f"<b>{classes[i]}</b>" if i == target else classes[i] for i in shown]
     fig = go.Figure()
-    for label, p, colour in (("before", b, "#bab0ac"), ("after", a, "#4c78a8")):
+    # horizontal groups stack their traces upwards: "after" first puts "before" on top
+    for label, p, colour in (("after", a, "#4c78a8"), ("before", b, "#bab0ac")):
         fig.add_trace(go.Bar(x=p[shown], y=names, orientation="h", name=label, marker_color=colour,
-                             text=[f"{p[i]:.1%}" for i in shown], textposition="auto",
-                             hovertemplate=f"%{{y}}<br>{label} %{{x:.1%}}<extra></extra>"))
-    fig.update_layout(title=title, barmode="group", height=70 + 34 * len(shown), legend=dict(traceorder="normal"),
-                      margin=dict(l=10, r=10, t=40 if title else 10, b=30))
+                             text=[f"{p[i]:.1%}" for i in shown], textposition="outside", cliponaxis=False,
+                             textfont=dict(size=11), hovertemplate=f"%{{y}}<br>{label} %{{x:.1%}}<extra></extra>"))
+    fig.update_layout(title=title, barmode="group", height=70 + 44 * len(shown), legend=dict(traceorder="reversed"),
+                      margin=dict(l=10, r=40, t=40 if title else 10, b=30))
     fig.update_xaxes(range=[0, 1], title=PROB_AXIS, tickformat=".0%")
     return fig
 
 
-FEATURE_AXIS = "activation (signed; one scale for all)"
+FEATURE_AXIS = "activation (signed)"
 
 
 def _symmetric(maps: Sequence[np.ndarray]) -> float:
