@@ -169,7 +169,6 @@ def overlay(
     opacity: float = 0.55,
     colorscale: str = DEFAULT_COLORSCALE,
     zmax: float | None = 1.0,
-    zmin: float = 0.0,
     colorbar_title: str = GATE_AXIS,
     colorbar: dict | None = None,
     query: tuple[float, float] | None = None,
@@ -184,8 +183,7 @@ def overlay(
     ``extent``: (width, height) of the original image, the coordinates of ``query``
     and of the axes, when ``im`` is a smaller copy of it (``Analysis.display``).
     ``colorbar``: a whole colour bar (``attention_colorbar``) instead of one titled
-    ``colorbar_title``. ``zmin``: the value of the colour scale's low end (a signed
-    feature map: ``-zmax``). ``width_px``: the width in px the map is meant to be drawn at; the
+    ``colorbar_title``. ``width_px``: the width in px the map is meant to be drawn at; the
     figure is as tall as the map is at that width, so the map fills the figure's height
     and its colour bar (``len=1``) is exactly as tall as the map."""
     z = _as_numpy(grid_map).astype(float)
@@ -196,7 +194,7 @@ def overlay(
     extent = extent or im.size
     traces, image, axes = _overlay_parts(
         1, extent, z, background=background or image_uri(im), opacity=opacity, colorscale=colorscale,
-        zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query, zmin=zmin)
+        zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query)
     top = 40 if title else 0
     return go.Figure(data=traces, layout=dict(
         title=title, margin=dict(l=0, r=0, t=top, b=0), height=map_height(extent, width_px) + top, images=[image],
