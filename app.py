@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
@@ -11,7 +13,9 @@ from attnviz.app import explorer, ui
 from attnviz.app.live_figure import live_figure
 from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images, shared
 from attnviz.export import json_bytes, npz_bytes
+from attnviz.features import BlockFeatures, block_features
 from attnviz.image import ImageError
+from attnviz.intervene import DEFAULT_K, InterventionResult, intervene
 from attnviz.weights import WeightsError
 
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -27,6 +31,23 @@ def results() -> ResultCache:
 
 def chart(fig, key: str | None = None) -> None:
     st.plotly_chart(fig, config=PNG_CONFIG, key=key)
+
+
+def clickable_chart(fig, key: str, prefix: str, block: str | None = None) -> None:
+    """A chart whose click on a channel (a bar of ``block``, or a cell of a clickable
+    overview) opens that channel in the drill-down of the view ``prefix``."""
+    st.plotly_chart(fig, config=PNG_CONFIG, key=key, selection_mode="points",
+                    on_select=partial(_pick_channel, key, prefix, block))
+
+
+def _pick_channel(key: str, prefix: str, block: str | None) -> None:
+    picked = ui.picked_channel(st.session_state[key]["selection"]["points"], block)
+    if picked is not None:
+        st.session_state[f"{prefix}-drill-block"], st.session_state[f"{prefix}-drill-channel"] = picked
+
+
+def one_line(exc: BaseException) -> str:
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 def pick_image() -> tuple[bytes, str] | None:
@@ -97,12 +118,15 @@ def view_predictions(analyses: dict[str, Analysis]) -> None:
     st.caption("The models know ten Imagenette classes; an image of anything else still gets ten probabilities.")
 
 
-def view_se(analyses: dict[str, Analysis]) -> None:
+def view_se(analyses: dict[str, Analysis], data: bytes, img_key: str) -> None:
     a = pick_model(analyses, "se", "se-model")
     if a is None:
         return
     st.caption(ui.EXPLAIN["se"])
-    chart(figures.gates_heatmap(a.se, "SE gates of every block (rows) and channel (columns)"), key="se-overview")
+    clickable_chart(figures.gates_heatmap(a.se, "SE gates of every block (rows) and channel (columns): click one",
+                                          clickable=True), "se-overview", "se")
+    drill_down(a, a.se, data, img_key, "se", overlay_controls("se"))
+    intervention_panel(a, "se", data, img_key, list(a.se))
     prof = registry().profile(a.model_name)
     if prof is not None:
         st.markdown(f"**Class profile** (the SE paper's analysis): mean gate per channel for each class over "
@@ -114,7 +138,9 @@ def view_se(analyses: dict[str, Analysis]) -> None:
     cols = st.columns(2)
     for i, (path, g) in enumerate(a.se.items()):
         with cols[i % 2]:
-            chart(figures.gate_bars(g, f"{figures.short_name(path)}: {len(g)} channels", sort=sort), key=f"se-{path}")
+            clickable_chart(figures.gate_bars(g, f"{figures.short_name(path)}: {len(g)} channels", sort=sort),
+                            f"se-{path}", "se", path)
+    st.caption("Click a bar to see that channel in the drill-down above.")
 
 
 def overlay_controls(prefix: str) -> tuple[float, str]:
@@ -124,7 +150,7 @@ def overlay_controls(prefix: str) -> tuple[float, str]:
     return opacity, cmap
 
 
-def view_cbam(analyses: dict[str, Analysis]) -> None:
+def view_cbam(analyses: dict[str, Analysis], data: bytes, img_key: str) -> None:
     a = pick_model(analyses, "cbam", "cbam-model")
     if a is None:
         return
@@ -137,15 +163,93 @@ def view_cbam(analyses: dict[str, Analysis]) -> None:
             chart(figures.overlay(a.display, m, f"{figures.short_name(path)} ({m.shape[0]}×{m.shape[1]})",
                                   opacity=opacity, colorscale=cmap, background=bg, extent=a.image_size,
                                   width_px=ui.MAP_WIDTH["cbam"]), key=f"cbam-s-{path}")
-    chart(figures.gates_heatmap(a.cbam_channel, "CBAM channel gates of every block"), key="cbam-overview")
+    clickable_chart(figures.gates_heatmap(a.cbam_channel, "CBAM channel gates of every block: click one",
+                                          clickable=True), "cbam-overview", "cbam")
     path = st.selectbox("Channel gates of block", list(a.cbam_channel), format_func=figures.short_name,
                         key="cbam-block")
-    chart(figures.gate_bars(a.cbam_channel[path], figures.short_name(path), sort=st.toggle("Sort", key="cbam-sort")),
-          key="cbam-bars")
+    clickable_chart(figures.gate_bars(a.cbam_channel[path], figures.short_name(path),
+                                      sort=st.toggle("Sort", key="cbam-sort")), "cbam-bars", "cbam", path)
+    drill_down(a, a.cbam_channel, data, img_key, "cbam", (opacity, cmap))
+    intervention_panel(a, "cbam", data, img_key, list(a.cbam_channel))
+
+
+def memo(name: str, key: tuple, compute):
+    """``compute()``, kept in this session for the last ``key`` only: a rerun with the
+    same settings (a colour map changed) does not run the model again, and nothing is
+    shared with other sessions or with the cached analyses."""
+    kept = st.session_state.setdefault(name, {})
+    if key not in kept:
+        value = compute()
+        kept.clear()
+        kept[key] = value
+    return kept[key]
+
+
+@st.fragment  # its own widgets rerun only this panel
+def drill_down(a: Analysis, gates: dict, data: bytes, img_key: str, prefix: str, look: tuple[float, str]) -> None:
+    """One channel of one block: its feature map before and after the gates, its gate
+    and rank; the block's most and least gated channels as thumbnails."""
+    st.subheader("Channel drill-down")
+    paths = list(gates)
+    bkey, ckey = f"{prefix}-drill-block", f"{prefix}-drill-channel"
+    if st.session_state.get(bkey) not in paths:
+        st.session_state[bkey] = paths[-1]
+    c1, c2 = st.columns([3, 1])
+    path = c1.selectbox("Block (or click a channel in a chart)", paths, format_func=figures.short_name, key=bkey)
+    n = len(gates[path])
+    st.session_state[ckey] = min(int(st.session_state.get(ckey, 0)), n - 1)
+    c = int(c2.number_input(f"Channel (0..{n - 1})", min_value=0, max_value=n - 1, step=1, key=ckey))
+    try:
+        f: BlockFeatures = memo(f"{prefix}-drill-memo", (img_key, a.model_name, path),
+                                lambda: block_features(data, registry().get(a.model_name), path))
+    except (KeyError, ValueError, ImageError, WeightsError) as exc:
+        st.error(f"No feature maps for this block: {one_line(exc)}")
+        return
+    opacity, cmap = look
+    block = figures.short_name(path)
+    st.markdown(ui.channel_line(block, c, float(f.gates[c]), f.rank(c), n))
+    maps = {"before the gate": f.before[c], f"after the channel gate (× {float(f.gates[c]):.3f})": f.after_channel[c]}
+    if f.spatial is not None:
+        maps["after the spatial gate too"] = f.after[c]
+    chart(figures.channel_maps(a.display, maps, f"{block} channel {c}", opacity=opacity, colorscale=cmap,
+                               extent=a.image_size), key=f"{prefix}-drill-maps")
+    top, bottom = f.extremes(min(8, n // 2))
+    chart(figures.channel_thumbnails(
+        a.display, f.before[top + bottom], [f"ch {i}: {float(f.gates[i]):.2f}" for i in top + bottom],
+        f"{block}: the {len(top)} largest gates (top row) and the {len(bottom)} smallest (bottom row), "
+        "maps before the gate", opacity=opacity, colorscale=cmap, extent=a.image_size), key=f"{prefix}-drill-thumbs")
+
+
+@st.fragment  # its own widgets rerun only this panel
+def intervention_panel(a: Analysis, view: str, data: bytes, img_key: str, layers: list[str]) -> None:
+    """Change one kind of attention (``attnviz.intervene``) and show the top-5 before -> after."""
+    st.subheader("Intervene: does this attention matter for this prediction?")
+    profile = registry().profile(a.model_name)
+    kinds = ui.interventions_for(view, profile is not None)
+    c1, c2, c3, c4 = st.columns([4, 2, 1, 2])
+    what = c1.selectbox("Change", kinds, format_func=ui.INTERVENTION_LABELS.get, key=f"{view}-iv-what")
+    scopes = [ui.WHOLE_MODEL, *dict.fromkeys(figures.short_name(p) for p in layers)]
+    where = c2.selectbox("Where", scopes, key=f"{view}-iv-where")
+    k = int(c3.number_input("k", min_value=1, value=DEFAULT_K, step=1, key=f"{view}-iv-k",
+                            disabled=what != "knockout-top"))
+    follow = c4.selectbox("Follow class", ["top-1 before", *a.classes], key=f"{view}-iv-target")
+    layer = None if where == ui.WHOLE_MODEL else where
+    k = k if what == "knockout-top" else None
+    target = None if follow == "top-1 before" else follow
+    try:
+        r: InterventionResult = memo(f"{view}-iv-memo", (img_key, a.model_name, what, layer, k, target),
+                                     lambda: intervene(data, registry().get(a.model_name), what, layer, k=k,
+                                                       target=target, profile=profile))
+    except (KeyError, ValueError, ImageError, WeightsError) as exc:
+        st.error(f"This intervention can't run: {one_line(exc)}")
+        return
+    st.markdown(ui.intervention_summary(r))
+    chart(figures.before_after_bars(r.classes, r.before, r.after, target=r.target,
+                                    title="top-5 before (grey) → after (blue)"), key=f"{view}-iv-bars")
 
 
 @st.fragment
-def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
+def view_self_attention(analyses: dict[str, Analysis], img_key: str, data: bytes) -> None:
     a = pick_model(analyses, "self_attn", "sa-model")
     if a is None:
         return
@@ -155,6 +259,7 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str) -> None:
         hover_explorer(a, f"{img_key}-{a.model_name}")
     else:
         click_panel(a, img_key)
+    intervention_panel(a, "self_attn", data, img_key, list(a.self_attn))
 
 
 def hover_explorer(a: Analysis, ident: str) -> None:
@@ -276,14 +381,15 @@ def main() -> None:
     first = next(iter(analyses.values()))
     st.sidebar.image(first.display, caption=f"{label} ({first.image_size[0]}×{first.image_size[1]})")
     view = st.radio("View", ui.VIEWS, horizontal=True, key="view", label_visibility="collapsed")
+    img_key = image_key(data)[:16]
     if view == "Predictions":
         view_predictions(analyses)
     elif view == "SE":
-        view_se(analyses)
+        view_se(analyses, data, img_key)
     elif view == "CBAM":
-        view_cbam(analyses)
+        view_cbam(analyses, data, img_key)
     elif view == "Self-attention":
-        view_self_attention(analyses, image_key(data)[:16])
+        view_self_attention(analyses, img_key, data)
     elif view == "Compare":
         view_compare(analyses)
     else:

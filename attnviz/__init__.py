@@ -5,10 +5,12 @@
     a = attnviz.analyze("photo.jpg", model)
     a.top_k(5); a.cbam_spatial; a.query("layer2.1.attn.softmax", x=120, y=80)
     attnviz.intervene("photo.jpg", model, "spatial-mean").to_json()  # top-5 before -> after
+    attnviz.block_features("photo.jpg", model, "layer3.1").before  # (C, H, W) before the gates
 """
 
 from .analysis import Analysis, analyze
 from .capture import attention_modules, capture
+from .features import BlockFeatures, block_features
 from .image import ImageError, load_image
 from .intervene import INTERVENTIONS, intervene
 from .models import ARCHITECTURES, build_model
@@ -20,12 +22,14 @@ __all__ = [
     "ARCHITECTURES",
     "INTERVENTIONS",
     "Analysis",
+    "BlockFeatures",
     "ImageError",
     "WeightsError",
     "WeightsMeta",
     "analyze",
     "attention_modules",
     "available_models",
+    "block_features",
     "build_model",
     "capture",
     "intervene",

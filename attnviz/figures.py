@@ -65,9 +65,12 @@ def gate_bars(gates: torch.Tensor | np.ndarray, title: str = "", sort: bool = Fa
     return fig
 
 
-def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "") -> go.Figure:
+def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "", *, clickable: bool = False) -> go.Figure:
     """All blocks at once: rows are blocks, columns channels, colour the gate in 0..1.
-    Blocks have different widths; missing channels are left blank."""
+    Blocks have different widths; missing channels are left blank. ``clickable`` lays
+    an invisible marker on every cell (customdata: [block path, channel]; plotly selects
+    scatter points on a click, not heatmap cells), which shows as a white square when
+    selected."""
     names = list(gates)
     width = max(len(g) for g in gates.values())
     z = np.full((len(names), width), np.nan)
@@ -77,8 +80,16 @@ def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "") -> go.Figu
     fig = go.Figure(go.Heatmap(
         z=z, y=[short_name(n) for n in names], x=np.arange(width), zmin=0, zmax=1, colorscale="Viridis",
         colorbar=dict(title=dict(text="gate (0..1)", side="right")),
-        hovertemplate="%{y} channel %{x}<br>gate %{z:.3f}<extra></extra>",
+        hovertemplate="%{y} channel %{x}<br>gate %{z:.3f}<extra></extra>", hoverinfo="skip" if clickable else None,
     ))
+    if clickable:
+        cells = [(i, c) for i, n in enumerate(names) for c in range(len(gates[n]))]
+        fig.add_trace(go.Scatter(
+            x=[c for _, c in cells], y=[short_name(names[i]) for i, _ in cells], mode="markers",
+            customdata=[[names[i], c, float(z[i, c])] for i, c in cells], showlegend=False,
+            marker=dict(symbol="square", size=9, opacity=0, color="white", line=dict(width=0)),
+            selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
+            hovertemplate="%{y} channel %{x}<br>gate %{customdata[2]:.3f}<br>click to see its maps<extra></extra>"))
     fig.update_layout(title=title, height=120 + 24 * len(names), margin=dict(l=10, r=10, t=40 if title else 10, b=40))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="channel")
@@ -119,7 +130,8 @@ def attention_colorbar(zmax: float, n: int) -> dict:
 
 def _overlay_parts(axis: int, extent: tuple[int, int], z: np.ndarray, *, background: str, opacity: float,
                    colorscale: str, zmax: float, colorbar: dict | None, query: tuple[float, float] | None,
-                   domain: tuple[list[float], list[float]] | None = None) -> tuple[list[dict], dict, dict]:
+                   domain: tuple[list[float], list[float]] | None = None,
+                   zmin: float = 0.0) -> tuple[list[dict], dict, dict]:
     """One map over the image, on axes ``x<axis>``/``y<axis>``: (traces, layout image,
     layout axes), as plain dicts so that a figure is validated once, not per call.
 
@@ -132,7 +144,7 @@ def _overlay_parts(axis: int, extent: tuple[int, int], z: np.ndarray, *, backgro
     n = "" if axis == 1 else str(axis)
     traces = [dict(
         type="heatmap", xaxis=f"x{n}", yaxis=f"y{n}", z=z, x0=width / w / 2, dx=width / w, y0=height / h / 2,
-        dy=height / h, zmin=0, zmax=zmax, colorscale=colorscale, opacity=opacity, showscale=colorbar is not None,
+        dy=height / h, zmin=zmin, zmax=zmax, colorscale=colorscale, opacity=opacity, showscale=colorbar is not None,
         colorbar=colorbar, hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{z:.4f}<extra></extra>",
     )]
     if query is not None:
@@ -357,3 +369,135 @@ def profile_grid(profile) -> go.Figure:
     fig.update_layout(height=260 * rows, width=1000, title=f"{profile.model}: mean SE gate per channel and class "
                       f"({profile.images} images)", margin=dict(l=40, r=10, t=80, b=30))
     return fig
+
+
+PROB_AXIS = "probability (0..1)"
+
+
+def before_after_bars(
+    classes: Sequence[str],
+    before: torch.Tensor | np.ndarray,
+    after: torch.Tensor | np.ndarray,
+    *,
+    target: int | None = None,
+    k: int = 5,
+    title: str = "",
+) -> go.Figure:
+    """An intervention's effect: for every class in the top ``k`` before or after, a
+    pair of bars, its probability before (grey) and after (colour), on the absolute
+    0..1 scale; classes ordered by their probability before, the most probable on top.
+    ``before``/``after``: (num_classes,) probabilities; ``target``: the index of the
+    class whose change is reported, named in bold."""
+    b, a = _as_numpy(before).astype(float), _as_numpy(after).astype(float)
+    shown = list(dict.fromkeys([*np.argsort(-b, kind="stable")[:k].tolist(),
+                                *np.argsort(-a, kind="stable")[:k].tolist()]))
+    shown.sort(key=lambda i: -b[i])
+    shown.reverse()  # plotly draws the first category at the bottom
+    names = [f"<b>{classes[i]}</b>" if i == target else classes[i] for i in shown]
+    fig = go.Figure()
+    # horizontal groups stack their traces upwards: "after" first puts "before" on top
+    for label, p, colour in (("after", a, "#4c78a8"), ("before", b, "#bab0ac")):
+        fig.add_trace(go.Bar(x=p[shown], y=names, orientation="h", name=label, marker_color=colour,
+                             text=[f"{p[i]:.1%}" for i in shown], textposition="outside", cliponaxis=False,
+                             textfont=dict(size=11), hovertemplate=f"%{{y}}<br>{label} %{{x:.1%}}<extra></extra>"))
+    fig.update_layout(title=title, barmode="group", height=70 + 44 * len(shown), legend=dict(traceorder="reversed"),
+                      margin=dict(l=10, r=40, t=40 if title else 10, b=30))
+    fig.update_xaxes(range=[0, 1], title=PROB_AXIS, tickformat=".0%")
+    return fig
+
+
+FEATURE_AXIS = "activation (signed)"
+
+
+def _symmetric(maps: Sequence[np.ndarray]) -> float:
+    """The half-range of a symmetric colour scale that holds every value of ``maps``."""
+    top = max(float(np.abs(m).max()) for m in maps)
+    return top if top > 0 else 1.0
+
+
+def channel_maps(
+    im: Image.Image,
+    maps: Mapping[str, torch.Tensor | np.ndarray],
+    title: str = "",
+    *,
+    opacity: float = 0.55,
+    colorscale: str = DEFAULT_COLORSCALE,
+    extent: tuple[int, int] | None = None,
+    width_px: int = 900,
+) -> go.Figure:
+    """One channel's (h, w) feature maps side by side over the image, e.g. before its
+    gate, after the channel gate, after the spatial gate (``maps``: caption -> map).
+    One colour scale for all, symmetric about 0 (-a..a, a the largest |value| among
+    them): features are signed, and a gate below 1 shows as a map nearer 0.
+    ``extent`` and ``width_px`` as in ``overlay``."""
+    zs = [_as_numpy(m).astype(np.float32) for m in maps.values()]
+    a = _symmetric(zs)
+    extent = extent or im.size
+    background = image_uri(im)
+    n = len(zs)
+    traces, images, axes = [], [], {}
+    for i, z in enumerate(zs):
+        left, right = i / n, (i + 1) / n
+        colorbar = dict(title=dict(text=FEATURE_AXIS, side="right"), thickness=14) if i == 0 else None
+        t, image, ax = _overlay_parts(i + 1, extent, z, background=background, opacity=opacity,
+                                      colorscale=colorscale, zmax=a, zmin=-a, colorbar=colorbar, query=None,
+                                      domain=([left + 0.01, right - 0.01], [0.0, 1.0]))
+        traces += t
+        images.append(image)
+        axes.update(ax)
+    labels = [dict(text=name, xref="paper", yref="paper", x=(i + 0.5) / n, y=1.0, showarrow=False,
+                   yanchor="bottom") for i, name in enumerate(maps)]
+    top = 70 if title else 30
+    return go.Figure(data=traces, layout=dict(
+        title=title, margin=dict(l=0, r=0, t=top, b=0), images=images, annotations=labels,
+        height=map_height(extent, int((width_px - COLORBAR_PX) / n)) + top, **axes))
+
+
+THUMB_SIDE = 96
+"""Long side of each tile's copy of the photo in ``channel_thumbnails``."""
+
+
+def channel_thumbnails(
+    im: Image.Image,
+    maps: torch.Tensor | np.ndarray,
+    labels: Sequence[str],
+    title: str = "",
+    *,
+    rows: int = 2,
+    opacity: float = 0.55,
+    colorscale: str = DEFAULT_COLORSCALE,
+    extent: tuple[int, int] | None = None,
+    width_px: int = 900,
+) -> go.Figure:
+    """Small multiples: the (n, h, w) ``maps`` (e.g. the channels of a block with the
+    largest and the smallest gates) as ``rows`` rows of tiles over the image, each
+    tile captioned with its entry of ``labels``; one colour scale for all, symmetric
+    about 0. One heatmap over one photo mosaic, as in ``query_panel``."""
+    m = _as_numpy(maps).astype(np.float32)
+    n, h, w = m.shape
+    if len(labels) != n:
+        raise ValueError(f"{n} maps but {len(labels)} labels")
+    a = _symmetric([m])
+    width, height = extent = extent or im.size
+    cols = -(-n // rows)
+    tile = display_image(im, THUMB_SIDE)
+    gap_x, gap_y = HEAD_GAP_PX * width / tile.width, HEAD_GAP_PX * height / tile.height
+    span_x, span_y = cols * width + (cols - 1) * gap_x, rows * height + (rows - 1) * gap_y
+    z, index = head_mosaic(m, rows, cols)
+    trace = dict(type="heatmap", z=z, customdata=index, x=_tile_edges(cols, w, width, gap_x),
+                 y=_tile_edges(rows, h, height, gap_y), zmin=-a, zmax=a, colorscale=colorscale, opacity=opacity,
+                 hoverongaps=False, colorbar=dict(title=dict(text=FEATURE_AXIS, side="right"), thickness=14),
+                 hovertemplate="tile %{customdata}<br>value %{z:.3f}<extra></extra>")
+    photo = dict(source=jpeg_uri(_photo_mosaic(tile, rows, cols)), xref="x", yref="y", x=0, y=0, sizex=span_x,
+                 sizey=span_y, xanchor="left", yanchor="top", sizing="stretch", layer="below")
+    tiles = [divmod(i, cols) for i in range(n)]
+    notes = [dict(text=labels[i], xref="x", yref="y", x=c * (width + gap_x), y=r * (height + gap_y),
+                  xanchor="left", yanchor="top", showarrow=False, font=dict(size=10),
+                  bgcolor="rgba(255,255,255,0.75)") for i, (r, c) in enumerate(tiles)]
+    top = 40 if title else 0
+    tile_px = (width_px - COLORBAR_PX) / cols
+    return go.Figure(data=[trace], layout=dict(
+        title=title, margin=dict(l=0, r=0, t=top, b=0), images=[photo], annotations=notes,
+        height=round(rows * map_height(extent, int(tile_px))) + top,
+        xaxis=dict(visible=False, range=[0, span_x], constrain="domain"),
+        yaxis=dict(visible=False, range=[span_y, 0], scaleanchor="x", constrain="domain", constraintoward="top")))

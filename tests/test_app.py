@@ -12,6 +12,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import attnviz
+from attnviz.app import ui
 from attnviz.app.service import image_key, sample_images
 
 from .browser import original_pixel
@@ -63,8 +64,10 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
 
 
 @pytest.mark.parametrize("view, how, charts, live, explorers", [
-    ("SE", None, 9, 0, 0), ("CBAM", None, 8 + 2, 0, 0), ("Self-attention", "Hover", 0, 0, 1),
-    ("Self-attention", "Click", 0, 2, 0), ("Compare", None, 3, 0, 0)])
+    # SE: overview, drill-down (maps, thumbnails), intervention, a bar chart per block;
+    # CBAM: 8 spatial maps, overview, bars, drill-down, intervention; self-attention: intervention
+    ("SE", None, 1 + 2 + 1 + 8, 0, 0), ("CBAM", None, 8 + 2 + 2 + 1, 0, 0), ("Self-attention", "Hover", 1, 0, 1),
+    ("Self-attention", "Click", 1, 2, 0), ("Compare", None, 3, 0, 0)])
 def test_every_view_renders(app, view, how, charts, live, explorers):
     app.radio(key="view").set_value(view).run()
     if how:
@@ -147,7 +150,8 @@ def test_se_view_draws_the_shipped_class_profile_with_this_image(tiny_weights_di
     at = _app_with_only(tmp_path, monkeypatch)
     at.radio(key="view").set_value("SE").run()
     assert not at.exception, at.exception
-    spec = json.loads(_charts(at)[1].proto.spec)
+    spec = next(s for s in (json.loads(c.proto.spec) for c in _charts(at))
+                if "class specificity" in s["layout"].get("title", {}).get("text", ""))
     names = [t.get("name") for t in spec["data"]]
     assert names == ["alpha", "beta", "this image"]
     assert "class specificity 0.50" in spec["layout"]["title"]["text"]
@@ -198,3 +202,50 @@ def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_
         bar = next(t for t in fig["data"] if t["type"] == "heatmap" and t.get("showscale"))["colorbar"]
         assert f"uniform 1/{n}" in bar["ticktext"]
         assert bar["tickvals"][bar["ticktext"].index(f"uniform 1/{n}")] == pytest.approx(1 / n)
+
+
+def _hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_an_intervention_shows_before_and_after_and_leaks_into_nothing(app):
+    from attnviz.app.service import shared
+    from attnviz.features import block_features
+
+    data = next(iter(sample_images().values())).read_bytes()
+    registry, results = shared()
+    model = registry.get("tiny_se_resnet18")
+    cached = results.get(data, "tiny_se_resnet18", registry)
+    probs, gates = cached.probs.clone(), {k: v.clone() for k, v in cached.se.items()}
+    app.radio(key="view").set_value("SE").run()
+    app.selectbox(key="se-iv-what").set_value("knockout-top").run()
+    app.selectbox(key="se-iv-where").set_value("layer2.0").run()
+    app.number_input(key="se-iv-k").set_value(3).run()
+    assert not app.exception and not app.error
+    r = attnviz.intervene(data, attnviz.load_model("tiny_se_resnet18"), "knockout-top", "layer2.0", k=3)
+    assert ui.intervention_summary(r) in [m.value for m in app.markdown]
+    bars = next(s for s in (json.loads(c.proto.spec) for c in _charts(app)) if "before (grey)" in str(s["layout"]))
+    now, was = bars["data"]
+    names = [n.replace("<b>", "").replace("</b>", "") for n in was["y"]]
+    np.testing.assert_allclose(plotly_array(now["x"]), [float(r.after[r.classes.index(n)]) for n in names], rtol=1e-6)
+    # nothing stays behind: no hook on the shared model, the cached analysis as it was and
+    # still what a fresh analysis gives
+    assert _hooks(model) == 0
+    assert results.get(data, "tiny_se_resnet18", registry) is cached
+    assert torch.equal(cached.probs, probs) and all(torch.equal(cached.se[k], v) for k, v in gates.items())
+    torch.testing.assert_close(attnviz.analyze(data, model).probs, probs)
+    # a bad setting is one line, and the page stays up
+    app.number_input(key="se-iv-k").set_value(99).run()
+    assert not app.exception
+    assert [e.value for e in app.error] == ["This intervention can't run: k = 99 is more than the 16 channels "
+                                            "of layer2.0.se.gate"]
+    # the drill-down: a click on a channel sets these two keys (ui.picked_channel)
+    app.session_state["se-drill-block"], app.session_state["se-drill-channel"] = "layer3.1.se.gate", 5
+    app.run()
+    f = block_features(data, model, "layer3.1")
+    line = ui.channel_line("layer3.1", 5, float(f.gates[5]), f.rank(5), 32)
+    assert line in [m.value for m in app.markdown]
+    maps = next(s for s in (json.loads(c.proto.spec) for c in _charts(app)) if "layer3.1 channel 5" in str(s["layout"]))
+    before, after = (plotly_array(t["z"]) for t in maps["data"])
+    np.testing.assert_allclose(before, f.before[5].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(after, f.before[5].numpy() * float(f.gates[5]), rtol=1e-5, atol=1e-6)

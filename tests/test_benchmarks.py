@@ -47,3 +47,20 @@ def test_quick_mode_runs_and_reports_every_figure(tmp_path):
             assert _numeric(rows, group), f"row {group} has no measured value: {rows}"
         else:
             assert all(r["note"].startswith("skipped") for r in rows if r["group"] == group)
+
+
+def test_the_interventions_benchmark_reports_every_panel(capsys, monkeypatch):
+    import torch
+
+    from attnviz.app import ui
+    from benchmarks import interventions
+
+    monkeypatch.setattr(sys, "argv", ["benchmarks.interventions", "--reps", "1"])
+    threads = torch.get_num_threads()
+    try:
+        interventions.main()
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " ms |" in line]
+    offered = sum(2 * len(ui.interventions_for(v, v == "se")) for v in interventions.VIEWS.values())
+    assert len(rows) == offered + 2  # every intervention twice (whole model, last block), two drill-downs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,65 @@ def test_where_the_explorer_cannot_run_the_page_says_so_and_clicking_still_works
         (x, y), shown, _ = click_pixel(page, img, reference, 40, 30)
         for m, name in zip(shown, reference.self_attn):
             np.testing.assert_allclose(m, reference.query(name, x, y).mean(0).numpy(), rtol=1e-5, atol=1e-7)
+
+
+# The bar of ``channel`` in the gate bars whose title holds ``title``: its centre, halfway up, in page pixels.
+BAR_CENTRE = """([title, channel]) => {
+  const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .find(g => ((g.layout.title || {}).text || '').includes(title));
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+  const bar = gd._fullData[0], i = Array.from(bar.customdata).indexOf(channel);  // decoded arrays
+  return [r.left + xa._offset + xa.l2p(i), r.top + ya._offset + ya.l2p(bar.y[i] / 2)];
+}"""
+
+# The first heatmap of the chart whose title holds the given text, flattened.
+CHART_MAP = """title => {
+  const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .find(g => ((g.layout.title || {}).text || '').includes(title));
+  if (!gd) return null;
+  const z = gd.data.find(t => t.type === 'heatmap').z;
+  if (z.bdata) {
+    const b = Uint8Array.from(atob(z.bdata), c => c.charCodeAt(0));
+    return Array.from(z.dtype === 'f4' ? new Float32Array(b.buffer) : new Float64Array(b.buffer));
+  }
+  return Array.from(z, row => Array.from(row)).flat();
+}"""
+
+
+def test_the_se_view_runs_an_intervention_and_drills_into_a_clicked_channel():
+    from attnviz.features import block_features
+    from attnviz.intervene import intervene
+
+    # The shipped model and the sample the page opens on.
+    photo = next(iter(sample_images().values()))
+    model = attnviz.load_model("se_resnet18")
+    whole = ui.intervention_summary(intervene(photo, model, "gates-off"))
+    one_block = ui.intervention_summary(intervene(photo, model, "gates-off", "layer3.1"))
+    f = block_features(photo, model, "layer4.1")
+    channel = int(f.extremes(40)[0][-1])  # a tall bar, not the tallest
+    line = ui.channel_line("layer4.1", channel, float(f.gates[channel]), f.rank(channel), len(f.gates))
+    with app_server() as url, chromium_page(height=1400) as page:
+        page.goto(url)
+        open_view(page, "SE")
+        page.get_by_text(whole).wait_for(timeout=120_000)  # the panel opens on the whole model
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Where").click()
+        t0 = time.monotonic()
+        page.get_by_role("option", name="layer3.1", exact=True).click()
+        page.get_by_text(one_block).wait_for(timeout=30_000)
+        intervened = time.monotonic() - t0
+
+        bars = page.locator(".js-plotly-plot").filter(has_text="layer4.1: 256 channels")
+        bars.scroll_into_view_if_needed()
+        x, y = page.evaluate(BAR_CENTRE, ["layer4.1: 256 channels", channel])
+        page.mouse.move(x, y)
+        page.wait_for_timeout(200)  # plotly picks the clicked point from its hover
+        t0 = time.monotonic()
+        page.mouse.click(x, y)
+        page.get_by_text(line.replace("**", "")).wait_for(timeout=30_000)
+        drilled = time.monotonic() - t0
+        title = f"layer4.1 channel {channel}"
+        wait_until(page, lambda: page.evaluate(CHART_MAP, title) is not None, title, 30)
+        np.testing.assert_allclose(page.evaluate(CHART_MAP, title), f.before[channel].numpy().ravel(), rtol=1e-6)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_se_drill_intervene.png"), full_page=True)
+    print(f"\nintervention -> shown: {intervened * 1000:.0f} ms; bar click -> drill-down: {drilled * 1000:.0f} ms")

@@ -130,3 +130,58 @@ def test_a_display_copy_is_drawn_in_the_original_image_coordinates():
                               extent=(3000, 2000))
     np.testing.assert_allclose(np.asarray(_heatmaps(mean)[0].z), 1 / 24)
     assert "mean of 2 heads" in mean.layout.title.text
+
+
+def test_before_after_bars_pair_each_class_on_the_probability_scale():
+    classes = ["a", "b", "c", "d", "e", "f", "g"]
+    before = torch.tensor([0.50, 0.20, 0.10, 0.08, 0.06, 0.04, 0.02])
+    after = torch.tensor([0.05, 0.10, 0.05, 0.05, 0.05, 0.10, 0.60])
+    fig = figures.before_after_bars(classes, before, after, target=0, k=5)
+    now, was = fig.data  # in a horizontal group the first trace is drawn lowest
+    assert (was.name, now.name) == ("before", "after") and fig.layout.barmode == "group"
+    assert tuple(fig.layout.xaxis.range) == (0, 1)  # never rescaled to the data
+    # the top 5 before and the top 5 after (f, g join), ordered by before, the largest on top
+    assert list(was.y) == list(now.y) == ["g", "f", "e", "d", "c", "b", "<b>a</b>"]
+    np.testing.assert_allclose(was.x, before.numpy()[[6, 5, 4, 3, 2, 1, 0]])
+    np.testing.assert_allclose(now.x, after.numpy()[[6, 5, 4, 3, 2, 1, 0]])
+
+
+def test_channel_maps_share_one_symmetric_scale_so_a_gate_shows_as_a_fainter_map():
+    im = Image.new("RGB", (120, 80))
+    before = torch.tensor([[-2.0, 1.0], [0.5, 3.0]])
+    fig = figures.channel_maps(im, {"before": before, "after": before * 0.25}, extent=(120, 80))
+    hms = _heatmaps(fig)
+    assert len(hms) == 2 and len(fig.layout.images) == 2
+    assert all((hm.zmin, hm.zmax) == (-3.0, 3.0) for hm in hms)  # signed values, one scale
+    np.testing.assert_allclose(np.asarray(hms[1].z, dtype=float), before.numpy() * 0.25)
+    assert [hms[0].showscale, hms[1].showscale] == [True, False]
+    assert [a.text for a in fig.layout.annotations] == ["before", "after"]
+    assert hms[0].xaxis == "x" and hms[1].xaxis == "x2"
+
+
+def test_channel_thumbnails_put_each_map_in_its_tile_with_its_label():
+    im = Image.new("RGB", (60, 40))
+    maps = torch.arange(6 * 2 * 3, dtype=torch.float32).reshape(6, 2, 3) - 10
+    fig = figures.channel_thumbnails(im, maps, [f"ch {i}" for i in range(6)], rows=2, extent=(60, 40))
+    hm = _heatmaps(fig)[0]
+    z, tile = np.asarray(hm.z, dtype=float), np.asarray(hm.customdata)
+    for i in range(6):  # 2 rows of 3 tiles, a blank line between tiles
+        np.testing.assert_allclose(z[tile == i].reshape(2, 3), maps[i].numpy())
+    assert np.isnan(z[tile == -1]).all()
+    assert (hm.zmin, hm.zmax) == (-25.0, 25.0)
+    assert [a.text for a in fig.layout.annotations] == [f"ch {i}" for i in range(6)]
+    with pytest.raises(ValueError, match="6 maps but 5 labels"):
+        figures.channel_thumbnails(im, maps, ["x"] * 5)
+
+
+def test_a_clickable_overview_carries_block_channel_and_gate_on_every_cell():
+    gates = {"layer1.0.se.gate": torch.tensor([0.1, 0.2]), "layer2.0.se.gate": torch.tensor([0.3, 0.4, 0.5])}
+    fig = figures.gates_heatmap(gates, clickable=True)
+    hm, cells = fig.data
+    assert hm.hoverinfo == "skip" and cells.mode == "markers"  # one hover label: the cell's
+    assert [list(c) for c in cells.customdata] == [
+        ["layer1.0.se.gate", 0, pytest.approx(0.1)], ["layer1.0.se.gate", 1, pytest.approx(0.2)],
+        ["layer2.0.se.gate", 0, pytest.approx(0.3)], ["layer2.0.se.gate", 1, pytest.approx(0.4)],
+        ["layer2.0.se.gate", 2, pytest.approx(0.5)]]
+    assert list(cells.x) == [0, 1, 0, 1, 2] and list(cells.y) == ["layer1.0"] * 2 + ["layer2.0"] * 3
+    assert len(figures.gates_heatmap(gates).data) == 1  # not clickable: the heatmap alone

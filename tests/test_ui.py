@@ -52,3 +52,40 @@ def test_the_cross_hair_on_a_display_copy_is_placed_in_the_original_image_coordi
 def test_the_first_query_is_the_middle_pixel():
     assert ui.centre((451, 300)) == (225, 150)
     assert ui.centre((1, 1)) == (0, 0)
+
+
+def test_a_click_on_a_bar_or_an_overview_cell_names_its_block_and_channel():
+    assert ui.picked_channel([{"customdata": 17, "x": 3}], "layer2.0.se.gate") == ("layer2.0.se.gate", 17)
+    assert ui.picked_channel([{"customdata": [17]}], "layer2.0.se.gate") == ("layer2.0.se.gate", 17)
+    assert ui.picked_channel([{"customdata": ["layer3.1.se.gate", 5, 0.7]}]) == ("layer3.1.se.gate", 5)
+    assert ui.picked_channel([]) is None  # a click that cleared the selection
+    assert ui.picked_channel([{"customdata": 4}]) is None  # a bar, but no block known
+
+
+def test_each_view_offers_only_the_interventions_its_model_has():
+    import attnviz
+    from attnviz.intervene import _CHANGES
+    from attnviz.models import REGISTRY
+
+    assert set(ui.interventions_for("se", True)) | set(ui.interventions_for("cbam", True)) | set(
+        ui.interventions_for("self_attn", True)) == set(attnviz.INTERVENTIONS)
+    assert "gates-mean" not in ui.interventions_for("se", False)
+    for view, arch in (("se", "se_resnet18"), ("cbam", "cbam_resnet18"), ("self_attn", "sa_resnet18")):
+        for what in ui.interventions_for(view, True):
+            assert set(_CHANGES[what]) & set(REGISTRY[arch].kinds), (view, what)
+
+
+def test_the_intervention_summary_says_what_where_and_how_the_class_moved():
+    import torch
+
+    from attnviz.intervene import InterventionResult
+
+    r = InterventionResult(model_name="m", what="knockout-top", layers=["layer3.1.se.gate"],
+                           classes=["church", "dog", "fish"], before=torch.tensor([0.7, 0.2, 0.1]),
+                           after=torch.tensor([0.3, 0.6, 0.1]), target=0, k=4)
+    assert ui.intervention_summary(r) == ("the 4 largest channel gates set to 0 in layer3.1: church 70.0% → 30.0% "
+                                          "(-40.0 points); top-1 church → dog.")
+    r.what, r.k, r.layers = "gates-off", None, [f"layer{s}.{b}.se.gate" for s in range(1, 5) for b in (0, 1)]
+    r.after = torch.tensor([0.8, 0.1, 0.1])
+    assert ui.intervention_summary(r) == ("channel gates set to 1 (attention off) in 8 blocks (layer1.0 … layer4.1): "
+                                          "church 70.0% → 80.0% (+10.0 points); top-1 stays church.")

@@ -94,3 +94,65 @@ def marked_image(im: Image.Image, xy: tuple[int, int], max_side: int = CLICK_WID
 def centre(image_size: tuple[int, int]) -> tuple[int, int]:
     """The pixel at the middle of an image of (width, height): the first query."""
     return image_size[0] // 2, image_size[1] // 2
+
+
+# --- interventions and the channel drill-down ----------------------------------------
+
+INTERVENTION_LABELS = {
+    "gates-off": "channel gates set to 1 (attention off)",
+    "gates-mean": "channel gates set to the class-agnostic mean gate of the SE profile",
+    "knockout-top": "the k largest channel gates set to 0",
+    "spatial-mean": "spatial map replaced by its mean (no “where”)",
+    "spatial-invert": "spatial map inverted (1 − map)",
+    "attn-uniform": "attention replaced by the uniform 1/N (an average)",
+    "attn-self": "attention replaced by the identity (no mixing)",
+}
+
+# The interventions each view offers ('gates-mean' only where the model has an SE profile).
+VIEW_INTERVENTIONS = {
+    "se": ("gates-off", "gates-mean", "knockout-top"),
+    "cbam": ("gates-off", "knockout-top", "spatial-mean", "spatial-invert"),
+    "self_attn": ("attn-uniform", "attn-self"),
+}
+WHOLE_MODEL = "whole model"
+
+
+def interventions_for(view: str, has_profile: bool) -> list[str]:
+    """The interventions the ``view`` ('se', 'cbam', 'self_attn') offers for a model
+    with or without a shipped SE profile."""
+    return [w for w in VIEW_INTERVENTIONS[view] if w != "gates-mean" or has_profile]
+
+
+def intervention_summary(result) -> str:
+    """One line for an ``InterventionResult``: what was changed where, and how the
+    followed class's probability and the top-1 moved."""
+    name, p0, p1 = result.delta
+    blocks = list(dict.fromkeys(".".join(p.split(".")[:2]) for p in result.layers))
+    scope = ", ".join(blocks) if len(blocks) <= 2 else f"{len(blocks)} blocks ({blocks[0]} … {blocks[-1]})"
+    what = INTERVENTION_LABELS[result.what]
+    if result.k is not None:
+        what = what.replace("the k ", f"the {result.k} ")
+    top0, top1 = result.top_k(1)[0][0], result.top_k(1, after=True)[0][0]
+    moved = f"top-1 stays {top0}" if top0 == top1 else f"top-1 {top0} → {top1}"
+    return f"{what} in {scope}: {name} {p0:.1%} → {p1:.1%} ({(p1 - p0) * 100:+.1f} points); {moved}."
+
+
+def picked_channel(points: list[dict], block: str | None = None) -> tuple[str, int] | None:
+    """The (gate path, channel) a click on a chart chose, from Streamlit's selection
+    ``points``: a bar of ``block``'s ``gate_bars`` (customdata: the channel) or a cell
+    of a clickable ``gates_heatmap`` (customdata: [path, channel, gate]); None when
+    nothing is selected."""
+    if not points:
+        return None
+    data = points[0].get("customdata")
+    if isinstance(data, list) and len(data) >= 2 and isinstance(data[0], str):
+        return data[0], int(data[1])
+    if isinstance(data, list):
+        data = data[0] if data else None
+    return (block, int(data)) if block is not None and data is not None else None
+
+
+def channel_line(block: str, channel: int, gate: float, rank: int, channels: int) -> str:
+    """What the drill-down says about one channel."""
+    return (f"**{block} channel {channel}**: gate {gate:.3f} (0..1), rank {rank} of {channels} "
+            "in its block (1 = the largest gate).")
