@@ -14,14 +14,14 @@ it, and are always removed, also when the forward pass raises; the model is not 
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from .analysis import model_input
+from .capture import ThreadBoundHooks
 from .image import ImageSource
 from .layers import CBAM, SqueezeExcite
 
@@ -86,36 +86,29 @@ def find_module(model: nn.Module, block: str) -> str:
     raise KeyError(f"no SE or CBAM block {block!r}; blocks with channel gates: {blocks}")
 
 
-class _tap:  # noqa: N801 - used like a function: ``with _tap(modules) as seen``
+class _tap(ThreadBoundHooks):  # noqa: N801 - used like a function: ``with _tap(modules) as seen``
     """Records (first input, output) of each module in ``modules`` during the forward
     passes of this thread inside the ``with``; hooks always removed on exit."""
 
     def __init__(self, modules: dict[str, nn.Module]) -> None:
+        super().__init__()
         self._modules = modules
         self.seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._handles: list[RemovableHandle] = []
-        self._thread = threading.get_ident()
+
+    def _hooks(self) -> Iterator[tuple[nn.Module, Callable]]:
+        for name, module in self._modules.items():
+            yield module, self._hook(name)
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if threading.get_ident() == self._thread:
+            if self._mine():
                 self.seen[name] = (inputs[0].detach().float().cpu().clone(), output.detach().float().cpu().clone())
 
         return hook
 
     def __enter__(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        self._thread = threading.get_ident()
-        try:
-            for name, module in self._modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        super().__enter__()
         return self.seen
-
-    def __exit__(self, *exc) -> None:
-        while self._handles:
-            self._handles.pop().remove()
 
 
 def block_features(image: ImageSource, model: nn.Module | str, block: str, *,
