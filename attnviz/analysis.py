@@ -144,8 +144,12 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
     the size in the model's metadata, else 224). Raises ``ImageError`` for bad input.
     """
     model, meta, size, im, original_size, x = model_input(image, model, size)
-    with torch.inference_mode(), capture(model) as maps:
-        logits = model(x)
+    try:
+        with torch.inference_mode(), capture(model) as maps:
+            logits = model(x)
+    except AssertionError:  # timm's shape checks: BoTNet's and HaloNet's layers are built for one size
+        name, own = (meta.name, f"; its own size is {meta.input_size}px") if meta else (type(model).__name__, "")
+        raise ValueError(f"{name} does not run at a {size}px input{own}") from None
     probs = logits.float().softmax(-1)[0]
     classes = list(meta.classes) if meta else [f"class {i}" for i in range(len(probs))]
     result = Analysis(image=im, model_name=meta.name if meta else type(model).__name__,
