@@ -189,6 +189,19 @@ def overlay(
         **axes))
 
 
+CONTEXT_AXIS = "context weight (the map sums to 1)"
+
+
+def context_overlay(im: Image.Image, grid_map: torch.Tensor | np.ndarray, title: str = "", **kwargs) -> go.Figure:
+    """A query-independent (H, W) attention map that sums to 1 (timm's GCNet context,
+    a LambdaNet key), over the image, from 0 to its largest value, with a tick at the
+    uniform level 1/N. ``kwargs`` as ``overlay``'s."""
+    z = _as_numpy(grid_map).astype(float)
+    bar = attention_colorbar(float(z.max()), z.size)
+    bar["title"]["text"] = CONTEXT_AXIS
+    return overlay(im, z, title, zmax=None, colorbar=bar, **kwargs)
+
+
 COLORBAR_PX = 120
 """Width a colour bar with its tick labels and title takes at the right of a figure
 (a little more than it does, so that a map rather fills the height than the width)."""
