@@ -371,3 +371,20 @@ def test_cli_explains_with_a_timm_checkpoint(tmp_path, capsys):
     assert main(["explain", str(img), "--model", "se_resnet18", "--checkpoint", "w.pth", "--out",
                  str(tmp_path / "o")]) == 2
     assert "are for timm models" in capsys.readouterr().err
+
+
+def test_intervene_replaces_timm_gates_but_refuses_what_a_layer_computes_inline():
+    model = resnet("se")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = attnviz.intervene(noise_image(64, 64), model, "gates-off", size=64)
+    assert len(r.layers) == 4 and all(p.endswith(".se.gate") for p in r.layers)
+    # gates set to 1: the same network without its SE modules
+    plain = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if ".se." not in k})
+    x = attnviz.analysis.model_input(noise_image(64, 64), model, 64)[-1]
+    torch.testing.assert_close(r.after, plain(x).softmax(-1)[0])
+    torch.testing.assert_close(r.before, model(x).softmax(-1)[0])
+    assert _hooks(model) == 0 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError) as e:
+        attnviz.intervene(noise_image(16, 16), _bottleneck(False).eval(), "attn-uniform", size=32)
+    assert "computed inside timm's layers" in _one_line(e)
