@@ -262,7 +262,8 @@ def summary_line(model: nn.Module, kinds: dict[str, str]) -> str:
 
 
 def _offline() -> None:
-    # attnviz never downloads: belt and braces for any code path timm or huggingface_hub take.
+    # attnviz never calls a download function (``pretrained=False``, the cache looked up on
+    # disk); this is belt and braces for huggingface_hub if it is first imported after this.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

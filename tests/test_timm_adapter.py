@@ -3,6 +3,9 @@ own output, recomputed here independently; the checkpoint round trip; wrong chec
 refused in one line. Untrained timm models (no download), tiny inputs."""
 
 import pickle
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -322,7 +325,7 @@ def test_wrong_checkpoints_are_refused_in_one_line(tmp_path):
     assert "tensors missing (e.g. conv_head" in _one_line(e)
 
     code = tmp_path / "code.pth"
-    code.write_bytes(pickle.dumps({"weight": _Payload()}))
+    code.write_bytes(pickle.dumps({"weight": _Payload()}, protocol=2))
     with pytest.raises(WeightsError) as e:
         attnviz.load_model("timm:test_efficientnet", checkpoint=code)
     assert "refused" in _one_line(e) and "was not run" in str(e.value)
@@ -331,7 +334,7 @@ def test_wrong_checkpoints_are_refused_in_one_line(tmp_path):
 def test_no_checkpoint_and_no_cache_is_one_line_and_nothing_is_downloaded(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("network"))
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: pytest.fail("a network connection was attempted"))
     with pytest.raises(WeightsError) as e:
         attnviz.load_model("timm:botnet26t_256")
     assert "not in the local Hugging Face cache" in _one_line(e)
@@ -388,3 +391,9 @@ def test_intervene_replaces_timm_gates_but_refuses_what_a_layer_computes_inline(
     with pytest.raises(ValueError) as e:
         attnviz.intervene(noise_image(16, 16), _bottleneck(False).eval(), "attn-uniform", size=32)
     assert "computed inside timm's layers" in _one_line(e)
+
+
+def test_import_attnviz_does_not_import_timm():
+    code = "import sys, attnviz, attnviz.cli, attnviz.timm_adapter; print('timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
