@@ -77,12 +77,12 @@ def own_timm_model() -> list[str]:
                             format_func=lambda n: f"{n}: {SUPPORTED[n].shows}")
         ckpt = st.file_uploader("Checkpoint", type=["safetensors", "pth", "pt", "bin"], key="timm-ckpt",
                                 max_upload_size=limits.MAX_CHECKPOINT_MB)
-        random = st.checkbox("Random weights (no checkpoint)", key="timm-random")
-        if (ckpt is not None or random) and st.button("Load this model", key="timm-load"):
+        random_weights = st.checkbox("Random weights (no checkpoint)", key="timm-random")
+        if (ckpt is not None or random_weights) and st.button("Load this model", key="timm-load"):
             try:
                 with st.spinner(f"Loading {arch}..."):
-                    name = registry().add_timm(f"timm:{arch}", None if random else ckpt.getvalue(),
-                                               "" if random else ckpt.name)
+                    name = registry().add_timm(f"timm:{arch}", None if random_weights else ckpt.getvalue(),
+                                               "" if random_weights else ckpt.name)
             except WeightsError as exc:
                 st.error(f"This model can't be used: {exc}")
             else:

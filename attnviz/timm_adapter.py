@@ -196,7 +196,6 @@ def _halo(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _mappers() -> list[tuple[type, Callable]]:
     """(timm class, path + module -> {output path: (kind, hooked module, extract)}),
     subclasses before their bases."""
-    timm = _timm()  # noqa: F841 - imports timm.layers and timm.models
     from timm.layers.bottleneck_attn import BottleneckAttn
     from timm.layers.cbam import ChannelAttn, LightChannelAttn, LightSpatialAttn, SpatialAttn
     from timm.layers.eca import CecaModule, EcaModule
