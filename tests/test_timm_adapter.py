@@ -397,3 +397,24 @@ def test_import_attnviz_does_not_import_timm():
     code = "import sys, attnviz, attnviz.cli, attnviz.timm_adapter; print('timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_app_registry_loads_a_timm_checkpoint_or_random_weights_and_refuses_a_wrong_one(tmp_path):
+    from attnviz.app.service import ModelRegistry
+
+    registry = ModelRegistry(upload_dir=tmp_path, max_uploads=2)
+    name = registry.add_timm("timm:test_efficientnet")
+    assert name == "timm:test_efficientnet (random weights)" and registry.has(name)
+    assert registry.attention_line(name).startswith("attention found: ")
+    model = _randomise(timm.create_model("test_efficientnet", pretrained=False))
+    buf = tmp_path / "w.pth"
+    torch.save(model.state_dict(), buf)
+    uploaded = registry.add_timm("timm:test_efficientnet", buf.read_bytes(), "w.pth")
+    torch.testing.assert_close(_outputs(registry.get(uploaded)), _outputs(model), rtol=0, atol=0)
+    with pytest.raises(WeightsError) as e:
+        registry.add_timm("timm:test_resnet", buf.read_bytes(), "w.pth")
+    assert "is not a test_resnet checkpoint" in _one_line(e)
+    with pytest.raises(WeightsError) as e:
+        registry.add_timm("timm:test_resnet", b"x", "w.zip")
+    assert "expected a .safetensors, .pth, .pt or .bin file" in _one_line(e)
+    assert list(tmp_path.glob("upload-*")) == []  # the uploaded file is deleted once loaded
