@@ -86,6 +86,33 @@ def own_weights() -> list[str]:
     return [n for n in uploaded if registry().has(n)]
 
 
+def own_timm_model() -> list[str]:
+    """The sidebar's "Your own model": a timm architecture with an uploaded checkpoint (or
+    random weights); returns this session's timm models."""
+    from attnviz.timm_adapter import SUPPORTED
+
+    loaded = st.session_state.setdefault("timm_models", [])
+    with st.sidebar.expander("Your own model (timm)"):
+        st.caption(ui.TIMM_HELP)
+        arch = st.selectbox("Architecture", list(SUPPORTED), key="timm-arch",
+                            format_func=lambda n: f"{n}: {SUPPORTED[n].shows}")
+        ckpt = st.file_uploader("Checkpoint", type=["safetensors", "pth", "pt", "bin"], key="timm-ckpt",
+                                max_upload_size=limits.MAX_CHECKPOINT_MB)
+        random_weights = st.checkbox("Random weights (no checkpoint)", key="timm-random")
+        if (ckpt is not None or random_weights) and st.button("Load this model", key="timm-load"):
+            try:
+                with st.spinner(f"Loading {arch}..."):
+                    name = registry().add_timm(f"timm:{arch}", None if random_weights else ckpt.getvalue(),
+                                               "" if random_weights else ckpt.name)
+            except WeightsError as exc:
+                st.error(f"This model can't be used: {exc}")
+            else:
+                if name not in loaded:
+                    loaded.append(name)
+                st.success(f"Loaded {name}. {registry().attention_line(name)}")
+    return [n for n in loaded if registry().has(n)]
+
+
 def analyse_all(data: bytes, names: list[str]) -> dict[str, Analysis] | None:
     out = {}
     for name in names:
@@ -100,7 +127,7 @@ def analyse_all(data: bytes, names: list[str]) -> dict[str, Analysis] | None:
 
 
 def pick_model(analyses: dict[str, Analysis], kind: str, key: str) -> Analysis | None:
-    names = [n for n, a in analyses.items() if a.meta and ui.has_kind(a.meta.arch, kind)]
+    names = [n for n, a in analyses.items() if ui.shows(a, kind)]
     if not names:
         st.info(f"No model with {kind} attention is loaded.")
         return None
@@ -115,7 +142,10 @@ def view_predictions(analyses: dict[str, Analysis]) -> None:
             acc = a.meta.metrics.get("val_top1") if a.meta else None
             st.markdown(f"**{name}**" + (f"  \nImagenette val top-1 {acc:.1%}" if acc else ""))
             chart(figures.top_k_bars(a.top_k(5)), key=f"top5-{name}")
-    st.caption("The models know ten Imagenette classes; an image of anything else still gets ten probabilities.")
+            if a.meta and a.meta.arch.startswith("timm:"):
+                st.caption(registry().attention_line(name))
+    st.caption("attnviz's own models know ten Imagenette classes (timm's ImageNet models 1,000); an image of "
+               "anything else still gets a probability for each.")
 
 
 def view_se(analyses: dict[str, Analysis], data: bytes, img_key: str) -> None:
@@ -317,6 +347,19 @@ def click_panel(a: Analysis, img_key: str) -> None:
                         key=f"sa-{layer}", config=PNG_CONFIG)
 
 
+def view_context(analyses: dict[str, Analysis]) -> None:
+    a = pick_model(analyses, "context", "ctx-model")
+    if a is None:
+        return
+    st.caption(ui.EXPLAIN["context"])
+    cols = st.columns(2)
+    for i, (path, maps) in enumerate(a.context.items()):
+        with cols[i % 2]:
+            k = st.slider("Key", 0, len(maps) - 1, 0, key=f"ctx-{path}") if len(maps) > 1 else 0
+            chart(figures.context_overlay(a.display, maps[k], f"{path} ({maps.shape[1]}×{maps.shape[2]})",
+                                          extent=a.image_size, width_px=ui.MAP_WIDTH["cbam"]), key=f"ctx-map-{path}")
+
+
 def compare_layer(kind: str, layers: list[str]) -> str:
     return st.selectbox("Layer", layers, index=ui.default_layer(kind, layers), format_func=figures.short_name,
                         key=f"cmp-{kind}-layer")
@@ -366,7 +409,7 @@ def view_export(analyses: dict[str, Analysis], label: str) -> None:
 def main() -> None:
     st.set_page_config(page_title="attnviz", layout="wide")
     st.title("attnviz: see attention inside image classifiers")
-    names = registry().names() + own_weights()
+    names = registry().names() + own_weights() + own_timm_model()
     if not names:
         st.error("No models found: put weights pairs in a folder and set ATTNVIZ_WEIGHTS_DIR.")
         return
@@ -390,6 +433,8 @@ def main() -> None:
         view_cbam(analyses, data, img_key)
     elif view == "Self-attention":
         view_self_attention(analyses, img_key, data)
+    elif view == "Context":
+        view_context(analyses)
     elif view == "Compare":
         view_compare(analyses)
     else:

@@ -26,7 +26,9 @@ class Analysis:
     - ``cbam_channel``: CBAM block path -> (C,) channel gates in 0..1;
     - ``cbam_spatial``: CBAM block path -> (H, W) spatial gate in 0..1;
     - ``self_attn``: attention layer path -> (heads, N, N), N = H*W, rows sum to 1;
-      ``self_attn_grid`` gives each layer's (H, W).
+      ``self_attn_grid`` gives each layer's (H, W);
+    - ``context`` (timm's GCNet and LambdaNet): path -> (maps, H, W), each map sums to 1
+      over the positions and is the same for every query: no per-query map.
     Keys are the paths of the hooked modules (``layer1.0.se.gate``, ...).
 
     Pixel coordinates (``cell``, ``query``, ``to_image``) are those of the original
@@ -44,6 +46,7 @@ class Analysis:
     cbam_spatial: dict[str, torch.Tensor] = field(default_factory=dict)
     self_attn: dict[str, torch.Tensor] = field(default_factory=dict)
     self_attn_grid: dict[str, tuple[int, int]] = field(default_factory=dict)
+    context: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: WeightsMeta | None = None
     original_size: tuple[int, int] | None = None
 
@@ -100,7 +103,7 @@ class Analysis:
     def nbytes(self) -> int:
         """Memory held by the tensors and the image (for bounded caches)."""
         tensors = [self.probs, *self.se.values(), *self.cbam_channel.values(),
-                   *self.cbam_spatial.values(), *self.self_attn.values()]
+                   *self.cbam_spatial.values(), *self.self_attn.values(), *self.context.values()]
         images = [self.image, *([self.__dict__["display"]] if "display" in self.__dict__ else [])]
         return sum(t.numel() * t.element_size() for t in tensors) + sum(i.width * i.height * 3 for i in images)
 
@@ -127,7 +130,8 @@ def model_input(image: ImageSource, model: nn.Module | str, size: int | None = N
     if not 32 <= size <= 1024:
         raise ValueError(f"input size must be between 32 and 1024 pixels, got {size}")
     im, original_size = open_image(image, for_size=size)
-    x = prepare(im, size, meta.mean if meta else IMAGENET_MEAN, meta.std if meta else IMAGENET_STD)
+    x = prepare(im, size, meta.mean if meta else IMAGENET_MEAN, meta.std if meta else IMAGENET_STD,
+                meta.interpolation if meta else "bilinear")
     return model, meta, size, im, original_size, x
 
 
@@ -140,8 +144,12 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
     the size in the model's metadata, else 224). Raises ``ImageError`` for bad input.
     """
     model, meta, size, im, original_size, x = model_input(image, model, size)
-    with torch.inference_mode(), capture(model) as maps:
-        logits = model(x)
+    try:
+        with torch.inference_mode(), capture(model) as maps:
+            logits = model(x)
+    except AssertionError:  # timm's shape checks: BoTNet's and HaloNet's layers are built for one size
+        name, own = (meta.name, f"; its own size is {meta.input_size}px") if meta else (type(model).__name__, "")
+        raise ValueError(f"{name} does not run at a {size}px input{own}") from None
     probs = logits.float().softmax(-1)[0]
     classes = list(meta.classes) if meta else [f"class {i}" for i in range(len(probs))]
     result = Analysis(image=im, model_name=meta.name if meta else type(model).__name__,
@@ -155,4 +163,6 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
     for path, t in maps.of_kind("self_attn").items():
         result.self_attn[path] = t[0]
         result.self_attn_grid[path] = _grid_of(t.shape[-1], size)
+    for path, t in maps.of_kind("context").items():
+        result.context[path] = t[0]
     return result

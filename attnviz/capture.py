@@ -16,6 +16,7 @@ several threads may capture on one shared model at once, each seeing its own ten
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -29,7 +30,7 @@ from torch.utils.hooks import RemovableHandle
 from .layers import ChannelGate, SelfAttention2d, SpatialGate, SqueezeExcite
 from .layers.gate import ReportingGate, listening
 
-KINDS = ("se", "cbam_channel", "cbam_spatial", "self_attn")
+KINDS = ("se", "cbam_channel", "cbam_spatial", "self_attn", "context")
 
 
 def attention_modules(model: nn.Module) -> dict[str, str]:
@@ -38,9 +39,13 @@ def attention_modules(model: nn.Module) -> dict[str, str]:
     - ``se``: ``….se.gate``, SE gates (B, C, 1, 1) in 0..1;
     - ``cbam_channel``: ``….cbam.channel.gate``, (B, C, 1, 1) in 0..1;
     - ``cbam_spatial``: ``….cbam.spatial.gate``, (B, 1, H, W) in 0..1;
-    - ``self_attn``: ``….attn.softmax``, (B, heads, N, N), rows sum to 1.
+    - ``self_attn``: ``….attn.softmax``, (B, heads, N, N), rows sum to 1;
+    - ``context`` (timm models only): (B, maps, H, W), each map sums to 1 over the
+      positions, the same for every query (GCNet's context, LambdaNet's keys).
+
+    A timm model's modules are found by ``timm_adapter`` (see there for what is hooked).
     """
-    return {path: kind for path, (kind, _) in _attention_outputs(model).items()}
+    return {path: kind for path, (kind, _, _) in _attention_outputs(model).items()}
 
 
 _OUTPUT_OF = ((SqueezeExcite, "gate", "se"), (ChannelGate, "gate", "cbam_channel"),
@@ -48,10 +53,12 @@ _OUTPUT_OF = ((SqueezeExcite, "gate", "se"), (ChannelGate, "gate", "cbam_channel
 _CLASSES = tuple(cls for cls, _, _ in _OUTPUT_OF)
 
 
-def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
-    """Path -> (kind, module) of every hookable attention output, in one walk, in the
-    order of ``named_modules``. Walked by hand: ``named_modules``' nested generators
-    cost several times as much, and this runs on every ``capture``."""
+def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module, Callable | None]]:
+    """Path -> (kind, module, extract) of every hookable attention output, in one walk, in
+    the order of ``named_modules``. ``extract`` (timm modules only, else None) turns the
+    hook's (module, inputs, output) into the tensor to record (``timm_adapter``). Walked
+    by hand: ``named_modules``' nested generators cost several times as much, and this
+    runs on every ``capture``."""
     found = {}
     stack: list[tuple[str, nn.Module]] = [("", model)]
     seen: set[int] = set()
@@ -62,9 +69,13 @@ def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
         seen.add(id(m))
         if isinstance(m, _CLASSES):  # most modules: one check, not one per class
             kind, output = next((kind, output) for cls, output, kind in _OUTPUT_OF if isinstance(m, cls))
-            found[f"{path}.{output}" if path else output] = (kind, getattr(m, output))
+            found[f"{path}.{output}" if path else output] = (kind, getattr(m, output), None)
         stack.extend((f"{path}.{name}" if path else name, child)
                      for name, child in reversed(m._modules.items()) if child is not None)
+    if "timm" in sys.modules:  # a model may hold timm layers only if timm was imported
+        from . import timm_adapter
+
+        found.update(timm_adapter.attention_outputs(model))
     return found
 
 
@@ -161,9 +172,10 @@ class capture(ThreadBoundHooks):  # noqa: N801 - used like a function: ``with ca
         self.model = model
         found = _attention_outputs(model)  # one walk over the modules: this runs once per image
         if names is None:
-            self._modules = {name: module for name, (_, module) in found.items()}
+            self._modules = {name: module for name, (_, module, _) in found.items()}
         else:
             self._modules = resolve(model, names)
+        self._extract = {name: found[name][2] for name in self._modules if name in found}
         self.maps = Captured({n: found[n][0] if n in found else "other" for n in self._modules})
         self._listened: dict[nn.Module, str] = {}
         self._listening: AbstractContextManager | None = None
@@ -181,9 +193,11 @@ class capture(ThreadBoundHooks):  # noqa: N801 - used like a function: ``with ca
         self.maps._add(name, kept)  # each tensor op is a dispatch: only the needed ones
 
     def _hook(self, name: str):
+        extract = self._extract.get(name)  # a timm module's: (module, inputs, output) -> the tensor to keep
+
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self._mine():
-                self._keep(name, output)
+                self._keep(name, output if extract is None else extract(module, inputs, output))
 
         return hook
 

@@ -82,7 +82,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     query = _parse_xy(args.query)
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    model = load_model(args.model)
+    if (args.checkpoint or args.random_weights) and not args.model.startswith("timm:"):
+        raise UsageError("--checkpoint and --random-weights are for timm models (--model timm:NAME)")
+    if args.checkpoint and args.random_weights:
+        raise UsageError("--checkpoint and --random-weights exclude each other")
+    model = load_model(args.model, checkpoint=args.checkpoint, pretrained=not args.random_weights)
+    if args.model.startswith("timm:"):
+        from .timm_adapter import summary_line
+
+        print(f"{args.model}: {summary_line(model, attention_modules(model))}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
@@ -259,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="write attention figures and tensors for images")
     e.add_argument("images", nargs="+", help="image files")
-    e.add_argument("--model", required=True, help="model name (see `attnviz models`)")
+    e.add_argument("--model", required=True, help="model name (see `attnviz models`), or timm:NAME for a timm "
+                   "model (e.g. timm:seresnet50)")
+    e.add_argument("--checkpoint", help="timm models: a local .safetensors or .pth/.bin state dict "
+                   "(default: the local Hugging Face cache; nothing is downloaded)")
+    e.add_argument("--random-weights", action="store_true", help="timm models: random weights, to try the views")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--query", help="X,Y pixel of the original image for self-attention (default: centre)")
     e.add_argument("--size", type=int, help="model input size (default: the model's)")

@@ -25,6 +25,10 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[s
     for path, m in a.cbam_spatial.items():
         figs[f"cbam_spatial_{figures.short_name(path)}"] = figures.overlay(
             a.display, m, f"CBAM spatial gate {figures.short_name(path)}", extent=a.image_size)
+    for path, maps in a.context.items():
+        what = "context map" if len(maps) == 1 else f"mean of {len(maps)} key maps"
+        figs[f"context_{figures.short_name(path)}"] = figures.context_overlay(
+            a.display, maps.mean(0), f"{figures.short_name(path)}: {what}", extent=a.image_size)
     if a.self_attn:
         width, height = a.image_size
         q = query if query is not None else ((width - 1) / 2, (height - 1) / 2)

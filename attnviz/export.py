@@ -43,6 +43,7 @@ def summary(a: Analysis, source: str = "", top: int = 5) -> dict[str, Any]:
         "weights_sha256": meta.sha256 if meta else None,
         "preprocessing": {
             "resize": "squash",
+            "interpolation": meta.interpolation if meta else "bilinear",
             "input_size": a.size,
             "mean": list(meta.mean) if meta else None,
             "std": list(meta.std) if meta else None,

@@ -47,42 +47,100 @@ def top_k_bars(top: Sequence[tuple[str, float]], title: str = "") -> go.Figure:
     return fig
 
 
-def gate_bars(gates: torch.Tensor | np.ndarray, title: str = "", sort: bool = False) -> go.Figure:
+MAX_BARS = 256
+"""Most bars ``gate_bars`` draws, and most columns ``gates_heatmap`` draws: a block with
+more channels (a ResNet-50's 2,048) is shown in bins of consecutive channels (of ranks
+when sorted), each with its mean, its min and its max."""
+
+
+def channel_bins(n: int, max_bins: int = MAX_BARS) -> np.ndarray:
+    """Edges of at most ``max_bins`` bins of equal width (the last may be narrower) over
+    ``n`` channels: [0, w, 2w, ..., n]; one bin per channel when ``n <= max_bins``."""
+    width = -(-n // max_bins)  # ceil
+    return np.append(np.arange(0, n, width), n)
+
+
+def _binned(g: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, min, max) of ``g`` in each bin of ``edges``."""
+    starts = edges[:-1]
+    counts = np.diff(edges)
+    mean = np.add.reduceat(g, starts) / counts
+    return mean, np.minimum.reduceat(g, starts), np.maximum.reduceat(g, starts)
+
+
+def gate_bars(gates: torch.Tensor | np.ndarray, title: str = "", sort: bool = False,
+              max_bars: int = MAX_BARS) -> go.Figure:
     """One bar per channel: the (C,) gates of one block on the absolute 0..1 scale.
-    ``sort`` orders channels by gate value (the hover still names each channel)."""
+    ``sort`` orders channels by gate value (the hover still names each channel). More
+    than ``max_bars`` channels are drawn as bins of consecutive channels (ranks, when
+    sorted): each bar the bin's mean, its whiskers the bin's min and max."""
     g = _as_numpy(gates).astype(float)
     channels = np.arange(len(g))
     if sort:
         order = np.argsort(-g, kind="stable")
         g, channels = g[order], channels[order]
-    fig = go.Figure(go.Bar(
-        x=np.arange(len(g)), y=g, customdata=channels, marker_color="#e45756",
-        hovertemplate="channel %{customdata}<br>gate %{y:.3f}<extra></extra>",
-    ))
+    what = "channel, sorted by gate" if sort else "channel"
+    if len(g) <= max_bars:
+        fig = go.Figure(go.Bar(
+            x=np.arange(len(g)), y=g, customdata=channels, marker_color="#e45756",
+            hovertemplate="channel %{customdata}<br>gate %{y:.3f}<extra></extra>",
+        ))
+    else:
+        edges = channel_bins(len(g), max_bars)
+        mean, lo, hi = _binned(g, edges)
+        label = "ranks" if sort else "channels"
+        fig = go.Figure(go.Bar(
+            x=edges[:-1], y=mean, width=np.diff(edges) * 0.9, offset=0, marker_color="#e45756",
+            customdata=np.stack([edges[:-1], edges[1:] - 1, lo, hi], axis=1),
+            error_y=dict(type="data", symmetric=False, array=hi - mean, arrayminus=mean - lo, thickness=1,
+                         width=0, color="#7f7f7f"),
+            hovertemplate=f"{label} %{{customdata[0]}}–%{{customdata[1]}}<br>mean gate %{{y:.3f}}<br>"
+                          "min %{customdata[2]:.3f}, max %{customdata[3]:.3f}<extra></extra>",
+        ))
+        what += f" ({len(g):,} in {len(mean)} bins of {edges[1] - edges[0]}: mean, whiskers min–max)"
     fig.update_layout(title=title, bargap=0.05, height=260, margin=dict(l=10, r=10, t=40 if title else 10, b=40))
     fig.update_yaxes(range=[0, 1], title=GATE_AXIS)
-    fig.update_xaxes(title="channel, sorted by gate" if sort else "channel")
+    fig.update_xaxes(title=what)
     return fig
 
 
-def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "", *, clickable: bool = False) -> go.Figure:
+def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "", max_columns: int = MAX_BARS, *,
+                  clickable: bool = False) -> go.Figure:
     """All blocks at once: rows are blocks, columns channels, colour the gate in 0..1.
-    Blocks have different widths; missing channels are left blank. ``clickable`` lays
-    an invisible marker on every cell (customdata: [block path, channel]; plotly selects
-    scatter points on a click, not heatmap cells), which shows as a white square when
-    selected."""
+    Blocks have different widths; missing channels are left blank. Blocks wider than
+    ``max_columns`` are drawn in bins of consecutive channels (the same bin width for
+    every row, so a column is the same channels in each row): colour the bin's mean,
+    its min and max on hover. ``clickable`` (unbinned only) lays an invisible marker on
+    every cell (customdata: [block path, channel]; plotly selects scatter points on a
+    click, not heatmap cells), which shows as a white square when selected."""
     names = list(gates)
     width = max(len(g) for g in gates.values())
-    z = np.full((len(names), width), np.nan)
+    edges = channel_bins(width, max_columns)
+    binned = len(edges) - 1 < width
+    z, lo, hi = (np.full((len(names), len(edges) - 1), np.nan) for _ in range(3))
     for i, n in enumerate(names):
-        g = _as_numpy(gates[n])
-        z[i, : len(g)] = g
+        g = _as_numpy(gates[n]).astype(float)
+        if binned:
+            own = edges[edges < len(g)]
+            k = len(own)
+            z[i, :k], lo[i, :k], hi[i, :k] = _binned(g, np.append(own, len(g)))
+        else:
+            z[i, : len(g)] = g
+    if binned:
+        step = int(edges[1] - edges[0])
+        hover = ("%{y} channels %{customdata[0]}–%{customdata[1]}<br>mean gate %{z:.3f}<br>"
+                 "min %{customdata[2]:.3f}, max %{customdata[3]:.3f}<extra></extra>")
+        first = np.broadcast_to(edges[:-1], z.shape)
+        custom = np.stack([first, first + step - 1, lo, hi], axis=-1)
+        x_title = f"channel ({width:,} in bins of {step}: colour the mean)"
+    else:
+        hover, custom, x_title = "%{y} channel %{x}<br>gate %{z:.3f}<extra></extra>", None, "channel"
     fig = go.Figure(go.Heatmap(
-        z=z, y=[short_name(n) for n in names], x=np.arange(width), zmin=0, zmax=1, colorscale="Viridis",
-        colorbar=dict(title=dict(text="gate (0..1)", side="right")),
-        hovertemplate="%{y} channel %{x}<br>gate %{z:.3f}<extra></extra>", hoverinfo="skip" if clickable else None,
+        z=z, y=[short_name(n) for n in names], x=edges[:-1], zmin=0, zmax=1, colorscale="Viridis",
+        customdata=custom, colorbar=dict(title=dict(text="gate (0..1)", side="right")), hovertemplate=hover,
+        hoverinfo="skip" if clickable and not binned else None,
     ))
-    if clickable:
+    if clickable and not binned:
         cells = [(i, c) for i, n in enumerate(names) for c in range(len(gates[n]))]
         fig.add_trace(go.Scatter(
             x=[c for _, c in cells], y=[short_name(names[i]) for i, _ in cells], mode="markers",
@@ -92,7 +150,7 @@ def gates_heatmap(gates: Mapping[str, torch.Tensor], title: str = "", *, clickab
             hovertemplate="%{y} channel %{x}<br>gate %{customdata[2]:.3f}<br>click to see its maps<extra></extra>"))
     fig.update_layout(title=title, height=120 + 24 * len(names), margin=dict(l=10, r=10, t=40 if title else 10, b=40))
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title="channel")
+    fig.update_xaxes(title=x_title)
     return fig
 
 
@@ -199,6 +257,19 @@ def overlay(
     return go.Figure(data=traces, layout=dict(
         title=title, margin=dict(l=0, r=0, t=top, b=0), height=map_height(extent, width_px) + top, images=[image],
         **axes))
+
+
+CONTEXT_AXIS = "context weight (the map sums to 1)"
+
+
+def context_overlay(im: Image.Image, grid_map: torch.Tensor | np.ndarray, title: str = "", **kwargs) -> go.Figure:
+    """A query-independent (H, W) attention map that sums to 1 (timm's GCNet context,
+    a LambdaNet key), over the image, from 0 to its largest value, with a tick at the
+    uniform level 1/N. ``kwargs`` as ``overlay``'s."""
+    z = _as_numpy(grid_map).astype(float)
+    bar = attention_colorbar(float(z.max()), z.size)
+    bar["title"]["text"] = CONTEXT_AXIS
+    return overlay(im, z, title, zmax=None, colorbar=bar, **kwargs)
 
 
 COLORBAR_PX = 120

@@ -175,11 +175,16 @@ def display_image(im: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Im
     return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
 
 
-def squash(im: Image.Image, size: int) -> Image.Image:
-    """The whole image resized to ``size`` x ``size`` (bilinear, antialiased)."""
+RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+            "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+
+
+def squash(im: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    """The whole image resized to ``size`` x ``size`` (antialiased; ``interpolation``: a
+    key of ``RESAMPLE``, e.g. timm's models' "bicubic")."""
     if im.size == (size, size):
         return im
-    return im.resize((size, size), Image.BILINEAR)
+    return im.resize((size, size), RESAMPLE.get(interpolation, Image.BILINEAR))
 
 
 def normalize(
@@ -202,9 +207,10 @@ def to_uint8_tensor(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def prepare(im: Image.Image, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def prepare(im: Image.Image, size: int, mean: Sequence[float], std: Sequence[float],
+            interpolation: str = "bilinear") -> torch.Tensor:
     """What a model sees: RGB image -> squashed -> (1, 3, size, size) normalised float."""
-    return normalize(to_uint8_tensor(squash(im, size)).unsqueeze(0), mean, std)
+    return normalize(to_uint8_tensor(squash(im, size, interpolation)).unsqueeze(0), mean, std)
 
 
 def feature_cell(x: float, y: float, image_size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .analysis import model_input
-from .capture import ThreadBoundHooks, attention_modules, resolve
+from .capture import ThreadBoundHooks, _attention_outputs, resolve
 from .image import ImageSource
 from .profile import SEProfile, profile_path
 from .weights import WeightsMeta, find_weights
@@ -100,7 +100,13 @@ def _select(model: nn.Module, what: str, layer: str | None) -> dict[str, nn.Modu
     """The modules ``what`` changes: every one of its kinds, or those at or under ``layer``
     (a module path such as ``layer3.1.se.gate``, or a prefix such as ``layer3.1``)."""
     kinds = _CHANGES[what]
-    candidates = [p for p, kind in attention_modules(model).items() if kind in kinds]
+    found = _attention_outputs(model)
+    # Only outputs that are the hooked module's own output can be replaced; what a timm
+    # layer computes inline (ECA's reshape, BoTNet's softmax: ``timm_adapter``) is recorded, not replaceable.
+    candidates = [p for p, (kind, _, extract) in found.items() if kind in kinds and extract is None]
+    if not candidates and any(kind in kinds and extract is not None for kind, _, extract in found.values()):
+        raise ValueError(f"{_model_name(model)}: its {_WHAT_IT_NEEDS[kinds[0]]} are computed inside timm's layers, "
+                         f"where attnviz records them but cannot replace them: nothing for {what} to change")
     if not candidates:
         raise ValueError(f"{_model_name(model)} has no {_WHAT_IT_NEEDS[kinds[0]]}: nothing for {what} to change")
     if layer is not None:

@@ -1,10 +1,15 @@
 """Every limit attnviz applies, in one place: the app, the CLI and the Docker config
-read them from here (the Docker config repeats MAX_UPLOAD_MB; a test checks it)."""
+read them from here (the Streamlit configs repeat MAX_CHECKPOINT_MB as the server's upload
+limit; a test checks it)."""
 
 MAX_UPLOAD_MB = 25
 """Largest file accepted from an upload or from the CLI, in megabytes."""
 
 MAX_FILE_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+
+MAX_CHECKPOINT_MB = 200
+"""Largest timm checkpoint accepted from the app's "Your own model" upload, in megabytes
+(a ResNet-50's float32 weights are about 100 MB)."""
 
 MAX_DECODE_PIXELS = 100_000_000
 """An image that claims more pixels than this is refused before decoding (a

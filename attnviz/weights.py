@@ -52,6 +52,7 @@ class WeightsMeta:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: str = "squash"
+    interpolation: str = "bilinear"  # of the squash: "bilinear" or "bicubic" (timm's models)
     dataset: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -173,8 +174,18 @@ def load_pair(st_path: Path) -> tuple[nn.Module, WeightsMeta]:
     return model, meta
 
 
-def load_model(name: str) -> nn.Module:
-    """The named model, in eval mode, weights verified, metadata at ``.attnviz_meta``."""
+def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True) -> nn.Module:
+    """The named model, in eval mode, weights verified, metadata at ``.attnviz_meta``.
+
+    ``timm:ARCH`` (e.g. ``timm:seresnet50``) is a timm model: its weights from the local
+    file ``checkpoint`` or, without one, the local Hugging Face cache, or with
+    ``pretrained=False`` random weights; nothing is downloaded (``attnviz.timm_adapter``)."""
+    if name.startswith("timm:"):
+        from . import timm_adapter
+
+        return timm_adapter.load(name, checkpoint, pretrained)
+    if checkpoint is not None:
+        raise WeightsError("checkpoint= is for timm models (timm:NAME); attnviz's own models load by name")
     found = find_weights()
     if name not in found:
         known = ", ".join(sorted(found)) or "none"

@@ -300,3 +300,45 @@ def test_the_se_view_runs_an_intervention_and_drills_into_a_clicked_channel():
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser_se_drill_intervene.png"), full_page=True)
     print(f"\nintervention -> shown: {intervened * 1000:.0f} ms; bar click -> drill-down: {drilled * 1000:.0f} ms")
+
+
+def test_a_timm_model_with_an_uploaded_checkpoint_is_listed_and_its_attention_drawn(tmp_path):
+    """Issue 22: "Your own model" loads a timm BoTNet from a checkpoint file; the page lists
+    its ImageNet predictions and the line of what it found, and the self-attention view
+    draws exactly its ``Analysis.query`` for a clicked pixel."""
+    timm = pytest.importorskip("timm")
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = timm.create_model("botnet26t_256", pretrained=False).state_dict()
+    ckpt = tmp_path / "botnet.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
+    photo = sample_images()["temple"]  # the page's default sample
+    reference = attnviz.analyze(photo, attnviz.load_model("timm:botnet26t_256", checkpoint=ckpt))
+
+    with app_server() as url, chromium_page() as page:
+        page.goto(url)
+        page.get_by_text("Your own model (timm)").click()
+        page.get_by_role("combobox", name="Architecture").click()
+        page.get_by_role("option", name="botnet26t_256: query maps of 3 BoTNet layers").click()
+        page.locator('[data-testid="stFileUploader"]').filter(has_text="Checkpoint").locator(
+            'input[type="file"]').set_input_files(str(ckpt))
+        page.get_by_role("button", name="Load this model").click(timeout=120_000)  # shown once uploaded
+        name = "timm:botnet26t_256 (uploaded"
+        page.get_by_text(name).first.wait_for(timeout=180_000)
+        page.get_by_text("attention found: 3 self_attn").first.wait_for(timeout=120_000)
+        top1 = reference.top_k(1)[0][0]
+        page.locator(".js-plotly-plot").filter(has_text=top1).first.wait_for(timeout=60_000)  # its top-5 chart
+        open_view(page, "Self-attention")
+        page.get_by_role("combobox", name="Model").click()
+        page.get_by_role("option", name=name).click()
+        img = open_self_attention(page, len(reference.self_attn), timeout=120)
+        shown_w, shown_h = img.evaluate("i => [i.width, i.height]")
+        (x, y), shown, _ = click_pixel(page, img, reference, shown_w // 3, shown_h // 2, timeout=60)
+        assert len(shown) == 3
+        for m, layer in zip(shown, reference.self_attn):
+            np.testing.assert_allclose(m.ravel(), reference.query(layer, x, y).mean(0).numpy().ravel(),
+                                       rtol=1e-5, atol=1e-7)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "timm_botnet_self_attention.png"), full_page=True)

@@ -302,7 +302,7 @@ def test_streamlit_config_is_for_production():
     assert server["runOnSave"] is False
     assert server["enableXsrfProtection"] is True
     assert server.get("enableCORS", True) is True  # XSRF protection needs it on
-    assert server["maxUploadSize"] == limits.MAX_UPLOAD_MB
+    assert server["maxUploadSize"] == limits.MAX_CHECKPOINT_MB
     assert cfg["browser"]["gatherUsageStats"] is False
     assert cfg["client"]["showErrorDetails"] in ("none", False)
 
@@ -368,7 +368,7 @@ def test_streamlit_reads_the_image_config(tmp_path):
     assert effective["headless"] == "true"
     assert effective["address"] == '"0.0.0.0"'
     assert effective["fileWatcherType"] == '"none"'
-    assert effective["maxUploadSize"] == str(limits.MAX_UPLOAD_MB)
+    assert effective["maxUploadSize"] == str(limits.MAX_CHECKPOINT_MB)
     assert effective["enableXsrfProtection"] == "true"
     assert effective["gatherUsageStats"] == "false"
     assert effective["showErrorDetails"] == '"none"'

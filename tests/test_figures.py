@@ -39,6 +39,47 @@ def test_gates_heatmap_pads_narrow_blocks_and_fixes_the_colour_range():
     assert list(hm.y) == ["layer1.0", "layer2.0"]
 
 
+def _resnet50_gates() -> dict[str, torch.Tensor]:
+    """SE gates shaped as a ResNet-50's: 16 blocks of 256 to 2,048 channels."""
+    torch.manual_seed(0)
+    widths = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
+    return {f"layer{i}.se.gate": torch.rand(c) for i, c in enumerate(widths)}
+
+
+@pytest.mark.parametrize("sort", [False, True])
+def test_2048_gates_are_drawn_as_256_bins_with_their_mean_min_and_max(sort):
+    g = _resnet50_gates()["layer15.se.gate"]
+    fig = figures.gate_bars(g, sort=sort)
+    bar = fig.data[0]
+    assert len(bar.y) == figures.MAX_BARS == 256 and tuple(fig.layout.yaxis.range) == (0, 1)
+    values = g.sort(descending=True).values if sort else g
+    bins = values.numpy().astype(float).reshape(256, 8)
+    np.testing.assert_allclose(bar.y, bins.mean(1))
+    np.testing.assert_allclose(np.asarray(bar.y) + np.asarray(bar.error_y.array), bins.max(1))
+    np.testing.assert_allclose(np.asarray(bar.y) - np.asarray(bar.error_y.arrayminus), bins.min(1))
+    assert "2,048 in 256 bins of 8" in fig.layout.xaxis.title.text
+    if sort:
+        assert (np.diff(bar.y) <= 0).all()
+    assert len(fig.to_json()) < 60_000  # a few tens of kB per chart, not one bar per channel
+
+
+def test_a_resnet50_overview_is_one_column_per_bin_of_the_same_channels_in_every_row():
+    gates = _resnet50_gates()
+    fig = figures.gates_heatmap(gates)
+    hm = _heatmaps(fig)[0]
+    z = np.asarray(hm.z, dtype=float)
+    assert z.shape == (16, 256) and (hm.zmin, hm.zmax) == (0, 1)
+    np.testing.assert_allclose(z[0, :32], gates["layer0.se.gate"].double().numpy().reshape(32, 8).mean(1))  # 32 bins
+    assert np.isnan(z[0, 32:]).all()
+    np.testing.assert_allclose(z[15], gates["layer15.se.gate"].double().numpy().reshape(256, 8).mean(1))
+    custom = np.asarray(hm.customdata, dtype=float)
+    np.testing.assert_allclose(custom[15, :, 3], gates["layer15.se.gate"].numpy().reshape(256, 8).max(1))
+    assert list(custom[15, 1, :2]) == [8, 15]  # the second column is channels 8..15 in every row
+    assert len(fig.to_json()) < 400_000
+    small = figures.gates_heatmap({"a": torch.rand(100)})
+    assert np.asarray(_heatmaps(small)[0].z).shape == (1, 100)  # up to 256 channels: one column each
+
+
 @pytest.mark.parametrize("size", [(120, 80), (50, 200)])
 def test_overlay_places_each_cell_over_the_pixels_that_map_to_it(size):
     width, height = size

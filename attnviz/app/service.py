@@ -75,8 +75,10 @@ class ModelRegistry:
             st_path.with_suffix(".json").write_bytes(metadata)
             model, meta = load_pair(st_path)  # hash, architecture, names and shapes checked here
         digest = hashlib.sha256(weights + b"\0" + metadata).hexdigest()
-        name = f"{meta.name} (uploaded {digest[:8]})"
-        key = f"upload:{digest}"
+        return self._keep(f"{meta.name} (uploaded {digest[:8]})", f"upload:{digest}", model)
+
+    def _keep(self, name: str, key: str, model: nn.Module) -> str:
+        """Keep an uploaded model under ``name``, evicting the oldest beyond ``max_uploads``."""
         with self._lock:
             self._models[key] = model
             self._uploads[name] = key
@@ -85,6 +87,42 @@ class ModelRegistry:
                 _, old = self._uploads.popitem(last=False)
                 self._models.pop(old, None)
         return name
+
+    def add_timm(self, arch: str, checkpoint: bytes | None = None, filename: str = "checkpoint.safetensors") -> str:
+        """Load a timm architecture (``timm_adapter.SUPPORTED`` or any timm name) with a
+        user's checkpoint (``.safetensors``, or a ``.pth``/``.bin`` state dict, read with
+        ``weights_only=True``), or with random weights when ``checkpoint`` is None; returns
+        the name it is known by. Kept like an upload (in memory, at most ``max_uploads``).
+        Raises ``WeightsError`` (one line) for a checkpoint that does not fit."""
+        from .. import timm_adapter
+
+        if checkpoint is not None and len(checkpoint) > limits.MAX_CHECKPOINT_MB * 1024 * 1024:
+            raise WeightsError(f"a checkpoint must be at most {limits.MAX_CHECKPOINT_MB} MB")
+        suffix = Path(filename).suffix.lower()
+        if checkpoint is not None and suffix not in (".safetensors", ".pth", ".pt", ".bin"):
+            raise WeightsError(f"{filename}: expected a .safetensors, .pth, .pt or .bin file")
+        if checkpoint is None:
+            model = timm_adapter.load(arch, pretrained=False)
+            digest, what = hashlib.sha256(f"random {arch}".encode()).hexdigest(), "random weights"
+        else:
+            self._upload_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="upload-", dir=self._upload_dir) as tmp:
+                path = Path(tmp) / f"checkpoint{suffix}"
+                path.write_bytes(checkpoint)
+                model = timm_adapter.load(arch, path)
+            digest = hashlib.sha256(arch.encode() + b"\0" + checkpoint).hexdigest()
+            what = f"uploaded {digest[:8]}"
+        return self._keep(f"{model.attnviz_meta.name} ({what})", f"upload:{digest}", model)
+
+    def attention_line(self, name: str) -> str:
+        """One line: the attention kinds attnviz found in the model (timm models), or ''."""
+        model = self.get(name)
+        if not model.attnviz_meta.arch.startswith("timm:"):
+            return ""
+        from .. import timm_adapter
+        from ..capture import attention_modules
+
+        return timm_adapter.summary_line(model, attention_modules(model))
 
     def has(self, name: str) -> bool:
         with self._lock:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
+from ..analysis import Analysis
 from ..attention_quality import HeadQuality
 from ..image import display_image
 from ..models import REGISTRY
 
-VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Compare", "Export")
+VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Context", "Compare", "Export")
 
 EXPLAIN = {
     "se": "SE reweights channels only: one gate in 0..1 per channel, the same at every position.",
     "cbam": "CBAM reweights channels, then positions: a gate per channel and an H×W map of where to look.",
     "self_attn": "Self-attention relates points to points: every position takes a weighted mean of all "
                  "positions, so a clicked pixel has its own map over the whole image.",
+    "context": "Context attention (timm's GCNet and LambdaNet) pools the whole image with one weight per "
+               "position, the same for every query: one map per block (per key for LambdaNet), summing to 1.",
 }
 
 QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
@@ -57,13 +60,25 @@ CLICK_WIDTH = 448
 
 
 # The capture kind that a view needs ('cbam' shows both of CBAM's kinds).
-VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn"}
+VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn", "context": "context"}
+
+TIMM_HELP = ("A timm (PyTorch Image Models) architecture and its checkpoint: a .safetensors file, or a .pth/.bin "
+             "state dict (read as plain tensors; nothing is unpickled as code). Without a checkpoint: random "
+             "weights, to try the views. Nothing is downloaded.")
 
 
 def has_kind(arch: str, kind: str) -> bool:
     """Whether models of ``arch`` (a registered architecture) have the view ``kind``
     ('se', 'cbam', 'self_attn'); False for an architecture the registry does not know."""
     return arch in REGISTRY and VIEW_KIND[kind] in REGISTRY[arch].kinds
+
+
+def shows(a: Analysis, kind: str) -> bool:
+    """Whether the analysis ``a`` has the view ``kind``: by its registered architecture for
+    attnviz's own models, by what was captured for any other (timm) model."""
+    if a.meta is not None and a.meta.arch in REGISTRY:
+        return has_kind(a.meta.arch, kind)
+    return bool(getattr(a, VIEW_KIND[kind]))
 
 
 def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[int, int]:
