@@ -152,3 +152,129 @@ def test_each_step_is_query_dependent_through_its_distance_term():
         _, seen = _run(layer, torch.randn(1, 8, 4, 6))
     for t, n in ((seen["height"], 4), (seen["width"], 6)):
         assert (t[0].argmax(-1) == torch.arange(n)).all()
+
+
+# --- axial_resnet18: placement, capture, analysis, quality ---------------------------------
+
+AXIAL_LAYERS = ["layer1.1.axial", "layer2.1.axial", "layer3.1.axial"]
+
+
+def test_axial_resnet18_places_axial_attention_at_strides_4_8_and_16():
+    from attnviz.capture import attention_modules, capture
+    from attnviz.models import SHIPPED, attention_heads, build_model
+
+    model = build_model("axial_resnet18", width=8).eval()
+    found = attention_modules(model)
+    assert found == {f"{layer}.{axis}.softmax": f"axial_{axis}" for layer in AXIAL_LAYERS
+                     for axis in ("height", "width")}
+    assert attention_heads(model) == {"layer1.1.axial": 1, "layer2.1.axial": 2, "layer3.1.axial": 4}
+    assert "axial_resnet18" not in SHIPPED  # no trained weights yet
+    with torch.inference_mode(), capture(model) as maps:
+        model(torch.randn(1, 3, 224, 224))
+    shapes = {k: tuple(v.shape) for k, v in maps.items()}
+    grids = {"layer1.1.axial": (1, 56), "layer2.1.axial": (2, 28), "layer3.1.axial": (4, 14)}  # heads, side
+    assert shapes == {f"{layer}.{axis}.softmax": (1, heads, n, n, n) for layer, (heads, n) in grids.items()
+                      for axis in ("height", "width")}
+    for layer in (model.layer1[1], model.layer2[1], model.layer3[1]):
+        assert (layer.axial.bn.weight == 0).all()  # zero-init survives the model's weight init
+
+
+@pytest.fixture
+def axial_model(tiny_env):
+    import attnviz
+
+    return attnviz.load_model("tiny_axial_resnet18")
+
+
+def test_the_analysis_holds_each_layers_composed_map_and_its_steps(axial_model):
+    import attnviz
+
+    from .conftest import noise_image
+
+    a = attnviz.analyze(noise_image(120, 72), axial_model, size=96)  # grids 24, 12, 6
+    assert list(a.self_attn) == AXIAL_LAYERS
+    assert a.self_attn_grid == {"layer1.1.axial": (24, 24), "layer2.1.axial": (12, 12), "layer3.1.axial": (6, 6)}
+    for layer, heads in zip(AXIAL_LAYERS, (1, 2, 4)):
+        height, width = a.axial_steps(layer)
+        hh, ww = a.axial_height[height], a.axial_width[width]
+        n = a.self_attn_grid[layer][0]
+        assert hh.shape == ww.shape == (heads, n, n, n)
+        m = a.self_attn[layer]
+        assert m.shape == (heads, n * n, n * n)
+        torch.testing.assert_close(m, compose(hh, ww))
+        torch.testing.assert_close(m.sum(-1), torch.ones(heads, n * n))
+        for t in (hh, ww):
+            torch.testing.assert_close(t.sum(-1), torch.ones(t.shape[:-1]))
+    with pytest.raises(KeyError, match="not an axial"):
+        a.axial_steps("layer4.1.axial")
+    # the export carries the steps beside the composed maps, under their kinds
+    from attnviz.export import summary, tensors
+
+    arrays = tensors(a)
+    assert arrays["axial_height/layer2.1.axial.height.softmax"].shape == (2, 12, 12, 12)
+    assert arrays["self_attn/layer2.1.axial"].shape == (2, 144, 144)
+    assert set(summary(a)["self_attn_quality"]) == {*AXIAL_LAYERS, *a.axial_height, *a.axial_width}
+
+
+def test_a_clicked_pixel_of_a_non_square_image_reads_its_row_and_its_column(axial_model):
+    import attnviz
+
+    from .conftest import noise_image
+
+    # 160 x 48 image at a 64 px input: layer2 is 8 x 8, a cell 20 px wide and 6 px high.
+    a = attnviz.analyze(noise_image(160, 48), axial_model)
+    layer = "layer2.1.axial"
+    height, width = a.axial_steps(layer)
+    for x, y, row, col in [(0, 0, 0, 0), (19, 5, 0, 0), (20, 0, 0, 1), (0, 6, 1, 0), (159, 47, 7, 7), (105, 13, 2, 5)]:
+        assert a.cell(layer, x, y) == (row, col)
+        along_column, along_row = a.axial_query(layer, x, y)
+        assert along_column.shape == along_row.shape == (2, 8)
+        # the height step's line is the cell's column, indexed by the query's row; the width step's its row
+        torch.testing.assert_close(along_column, a.axial_height[height][:, col, row])
+        torch.testing.assert_close(along_row, a.axial_width[width][:, row, col])
+        reach = a.query(layer, x, y)  # heads, H, W: the composed map of the clicked cell
+        for r2 in range(8):
+            for c2 in range(8):
+                torch.testing.assert_close(reach[:, r2, c2],
+                                           along_row[:, c2] * a.axial_height[height][:, c2, row, r2])
+
+
+def test_the_composed_map_is_refused_in_one_line_where_it_would_not_fit(axial_model):
+    import attnviz
+    from attnviz.limits import MAX_COMPOSED_MB
+
+    from .conftest import noise_image
+
+    # 512 px: layer1 is 128 x 128, its composed map 1 GB
+    assert 128**4 * 4 / 2**20 > MAX_COMPOSED_MB
+    with pytest.raises(ValueError, match="composed axial map of a 128x128 grid"):
+        attnviz.analyze(noise_image(64, 64), axial_model, size=512)
+
+
+def test_quality_figures_cover_each_step_and_the_composed_map():
+    from attnviz.attention_quality import head_quality, measure, measure_batches, step_rows
+    from attnviz.image import squash, to_uint8_tensor
+    from attnviz.weights import IMAGENET_MEAN, IMAGENET_STD
+
+    from .conftest import TINY_SIZE, noise_image, tiny_model
+
+    model = tiny_model("axial_resnet18")
+    images = [noise_image(64 + 8 * i, 48, seed=i) for i in range(3)]
+    one_by_one = measure(images, model, size=TINY_SIZE).result()
+    steps = [f"{layer}.{axis}.softmax" for layer in AXIAL_LAYERS for axis in ("height", "width")]
+    assert set(one_by_one) == {*AXIAL_LAYERS, *steps}
+    decoded = torch.stack([to_uint8_tensor(squash(im, TINY_SIZE)) for im in images])
+    batched = measure_batches(model, decoded, IMAGENET_MEAN, IMAGENET_STD, batch_size=2).result()
+    assert set(batched) == set(one_by_one)
+    for layer, heads in one_by_one.items():
+        for q1, q2 in zip(heads, batched[layer]):
+            assert q1.to_json() == pytest.approx(q2.to_json(), abs=1e-5)
+            assert 0 <= q1.entropy <= 1 and 0 <= q1.query_dependence <= 2 and q1.image_dependence is not None
+    # a step's rows: every cell's row along its line, n keys each
+    import attnviz
+
+    a = attnviz.analyze(images[0], model, size=TINY_SIZE)
+    hh = a.axial_height["layer2.1.axial.height.softmax"]
+    assert step_rows(hh).shape == (2, 64, 8)
+    assert [q.to_json() for q in a.quality["layer2.1.axial.height.softmax"]] == \
+        [q.to_json() for q in head_quality(step_rows(hh))]
