@@ -47,3 +47,18 @@ def test_quick_mode_runs_and_reports_every_figure(tmp_path):
             assert _numeric(rows, group), f"row {group} has no measured value: {rows}"
         else:
             assert all(r["note"].startswith("skipped") for r in rows if r["group"] == group)
+
+
+def test_axial_benchmark_quick_mode_reports_the_three_ratios(tmp_path):
+    # Proves the script, not the speed: the counted weights are exact, the timings are not asserted.
+    out, png = tmp_path / "axial.json", tmp_path / "axial.png"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.axial", "--quick", "--json", str(out), "--png", str(png)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| 14×14 | 196 |" in proc.stdout and "| 28×28 | 784 |" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    for r in results:
+        n, side = r["tokens"], r["side"]
+        assert r["full_weights"] == 2 * n * n and r["axial_weights"] == 2 * n * 2 * side  # heads N^2, heads N (H+W)
+        assert r["time_ratio"] > 0 and r["full_peak_mb"] > 0 and r["axial_peak_mb"] > 0
+    assert png.stat().st_size > 10_000
