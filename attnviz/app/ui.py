@@ -9,13 +9,17 @@ from ..attention_quality import HeadQuality
 from ..image import display_image
 from ..models import REGISTRY
 
-VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Compare", "Export")
+VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Axial", "Compare", "Export")
 
 EXPLAIN = {
     "se": "SE reweights channels only: one gate in 0..1 per channel, the same at every position.",
     "cbam": "CBAM reweights channels, then positions: a gate per channel and an H×W map of where to look.",
     "self_attn": "Self-attention relates points to points: every position takes a weighted mean of all "
                  "positions, so a clicked pixel has its own map over the whole image.",
+    "axial": "Axial attention looks along lines: each position first takes a weighted mean of its column "
+             "(height step), then of its row (width step). The composed map covers the whole image because "
+             "every cell of the query's row already holds a mean of its whole column, so each position "
+             "(r', c') reaches the query (r, c) through the cell (r, c').",
 }
 
 QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
@@ -38,7 +42,7 @@ COMPARE_LAYER = {"se": "layer4.1.se.gate", "cbam": "layer3.1.cbam.spatial.gate",
 # Widths in px the figures are laid out for on a 1400 px wide window with the sidebar
 # open (the maps' heights follow; measured on screenshots). A little less than they get,
 # so that a map rather fills its figure's height, as its colour bar does.
-MAP_WIDTH = {"cbam": 360, "self_attn": 560, "compare": 200}
+MAP_WIDTH = {"cbam": 360, "self_attn": 560, "axial": 300, "compare": 200}
 
 
 def default_layer(kind: str, layers: list[str]) -> int:
@@ -57,12 +61,12 @@ CLICK_WIDTH = 448
 
 
 # The capture kind that a view needs ('cbam' shows both of CBAM's kinds).
-VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn"}
+VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn", "axial": "axial_height"}
 
 
 def has_kind(arch: str, kind: str) -> bool:
     """Whether models of ``arch`` (a registered architecture) have the view ``kind``
-    ('se', 'cbam', 'self_attn'); False for an architecture the registry does not know."""
+    ('se', 'cbam', 'self_attn', 'axial'); False for an architecture the registry does not know."""
     return arch in REGISTRY and VIEW_KIND[kind] in REGISTRY[arch].kinds
 
 
