@@ -52,13 +52,14 @@ def attention_rows(a: Analysis) -> dict[str, torch.Tensor]:
     return {**a.self_attn, **{path: step_rows(t) for path, t in steps.items()}}
 
 
-def _batch_rows(maps) -> dict[str, torch.Tensor]:
-    """``attention_rows`` for a ``capture``'s maps of a batch: path -> (B, heads, queries, keys)."""
-    rows = dict(maps.of_kind("self_attn"))
+def _image_rows(maps, j: int) -> dict[str, torch.Tensor]:
+    """``attention_rows`` of image ``j`` of a ``capture``'s batch: path -> (heads, queries,
+    keys). Composed one image at a time: a batch of 56x56 composed maps would be GBs."""
+    rows = {path: t[j] for path, t in maps.of_kind("self_attn").items()}
     for layer, (height, width) in axial_layers(maps).items():
-        rows[layer] = compose(height, width)
+        rows[layer] = compose(height[j], width[j])
     for kind in ("axial_height", "axial_width"):
-        rows.update({path: t.flatten(2, 3) for path, t in maps.of_kind(kind).items()})
+        rows.update({path: step_rows(t[j]) for path, t in maps.of_kind(kind).items()})
     return rows
 
 
@@ -201,9 +202,8 @@ def measure_batches(model: nn.Module, images: torch.Tensor, mean, std, batch_siz
     for i in range(0, len(images), batch_size):
         with capture(model) as maps:
             model(normalize(images[i : i + batch_size], mean, std))
-        attn = _batch_rows(maps)
-        if not attn:
+        if not any(maps.of_kind(kind) for kind in ("self_attn", "axial_height")):
             raise ValueError("the model has no self-attention layer")
-        for j in range(len(next(iter(attn.values())))):
-            meter.add({layer: t[j] for layer, t in attn.items()})
+        for j in range(min(batch_size, len(images) - i)):
+            meter.add(_image_rows(maps, j))
     return meter
