@@ -3,6 +3,7 @@ weights, the layer's output from the captured steps, and the composed map by bru
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -278,3 +279,27 @@ def test_quality_figures_cover_each_step_and_the_composed_map():
     assert step_rows(hh).shape == (2, 64, 8)
     assert [q.to_json() for q in a.quality["layer2.1.axial.height.softmax"]] == \
         [q.to_json() for q in head_quality(step_rows(hh))]
+
+
+def test_the_line_maps_of_a_query_cell_on_a_non_square_grid():
+    from attnviz.figures import axial_line_maps, axial_panels
+
+    from .conftest import noise_image
+
+    torch.manual_seed(0)
+    height = torch.rand(2, 5, 3, 3).softmax(-1)  # heads 2, a 3 x 5 grid: per column, over 3 rows
+    width = torch.rand(2, 3, 5, 5).softmax(-1)
+    row, col = 2, 4
+    column_map, row_map = axial_line_maps(height[:, col, row], width[:, row, col], (row, col))
+    assert column_map.shape == row_map.shape == (2, 3, 5)
+    np.testing.assert_allclose(column_map[:, :, col], height[:, col, row].numpy())
+    np.testing.assert_allclose(row_map[:, row, :], width[:, row, col].numpy())
+    assert np.isnan(column_map).sum() == 2 * 3 * 4 and np.isnan(row_map).sum() == 2 * 2 * 5
+    composed = compose(height, width)[:, row * 5 + col].reshape(2, 3, 5)
+    figs = axial_panels(noise_image(50, 30), height[:, col, row], width[:, row, col], composed, (45, 25), (row, col),
+                        "layer2.1.axial", head=1)
+    zs = [np.asarray(f.data[0].z, dtype=float) for f in figs]
+    np.testing.assert_allclose(zs[0][:, col], height[1, col, row].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(zs[2], composed[1].numpy(), rtol=1e-6)
+    assert [f.layout.title.text.split("<br>")[1] for f in figs] == \
+        ["height step: column 4", "width step: row 2", "composed: both steps"]
