@@ -126,10 +126,12 @@ def analyse_all(data: bytes, names: list[str]) -> dict[str, Analysis] | None:
     return out
 
 
-def pick_model(analyses: dict[str, Analysis], kind: str, key: str) -> Analysis | None:
-    names = [n for n, a in analyses.items() if ui.shows(a, kind)]
+def pick_model(analyses: dict[str, Analysis], kind: str | tuple[str, ...], key: str) -> Analysis | None:
+    kinds = (kind,) if isinstance(kind, str) else kind
+    # in the order of ``kinds``: the Compare view opens on full self-attention where there is one
+    names = list(dict.fromkeys(n for k in kinds for n, a in analyses.items() if ui.shows(a, k)))
     if not names:
-        st.info(f"No model with {kind} attention is loaded.")
+        st.info(f"No model with {' or '.join(kinds)} attention is loaded.")
         return None
     name = names[0] if len(names) == 1 else st.selectbox("Model", names, key=key)
     return analyses[name]
@@ -360,6 +362,46 @@ def view_context(analyses: dict[str, Analysis]) -> None:
                                           extent=a.image_size, width_px=ui.MAP_WIDTH["cbam"]), key=f"ctx-map-{path}")
 
 
+@st.fragment
+def view_axial(analyses: dict[str, Analysis], img_key: str) -> None:
+    """Click a pixel: each axial layer's height step along its column, width step along its
+    row, and the composed map of both over the whole image, per head or their mean."""
+    a = pick_model(analyses, "axial", "ax-model")
+    if a is None:
+        st.caption("Train one with `attnviz train --arch axial_resnet18` and load it under "
+                   "\"Your own weights\" in the sidebar.")
+        return
+    st.caption(ui.EXPLAIN["axial"])
+    st.caption("Click the image to choose the query pixel.")
+    click_key = f"axclick-{img_key}-{a.model_name}"
+    query_key = f"axquery-{img_key}-{a.model_name}"
+    click = st.session_state.get(click_key)
+    if click and st.session_state.get(f"{click_key}-seen") != click:
+        st.session_state[f"{click_key}-seen"] = click
+        st.session_state[query_key] = ui.to_image_xy(click, a.image_size)
+    q = st.session_state.get(query_key, ui.centre(a.image_size))
+    left, right = st.columns([2, 7])
+    with left:
+        streamlit_image_coordinates(ui.marked_image(a.display, q, extent=a.image_size), width="stretch",
+                                    key=click_key, cursor="crosshair", image_format="JPEG", jpeg_quality=90)
+    with right:
+        for layer in a.self_attn:
+            h, w = a.self_attn_grid[layer]
+            row, col = a.cell(layer, *q)
+            along_column, along_row = a.axial_query(layer, *q)
+            st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) → cell "
+                        f"(row {row}, col {col}) of {h}×{w}")
+            heads = along_column.shape[0]
+            options = [f"mean of {heads} heads", *(f"head {i}" for i in range(heads))]
+            head = options.index(st.radio("Heads", options, horizontal=True, key=f"ax-head-{layer}")) - 1
+            figs = figures.axial_panels(a.display, along_column, along_row, a.query(layer, *q), q, (row, col), layer,
+                                        head=None if head < 0 else head, extent=a.image_size,
+                                        width_px=ui.MAP_WIDTH["axial"])
+            for i, (column, fig) in enumerate(zip(st.columns(3), figs)):
+                with column:
+                    chart(fig, key=f"ax-{layer}-{i}")
+
+
 def compare_layer(kind: str, layers: list[str]) -> str:
     return st.selectbox("Layer", layers, index=ui.default_layer(kind, layers), format_func=figures.short_name,
                         key=f"cmp-{kind}-layer")
@@ -385,7 +427,7 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
     with cols[2]:
         st.subheader("Self-attention: point to point")
         st.caption(ui.EXPLAIN["self_attn"])
-        a = pick_model(analyses, "self_attn", "cmp-sa")
+        a = pick_model(analyses, ("self_attn", "axial"), "cmp-sa-model")  # an axial layer's composed map
         if a:
             layer = compare_layer("self_attn", list(a.self_attn))
             q = ui.centre(a.image_size)
@@ -435,6 +477,8 @@ def main() -> None:
         view_self_attention(analyses, img_key, data)
     elif view == "Context":
         view_context(analyses)
+    elif view == "Axial":
+        view_axial(analyses, img_key)
     elif view == "Compare":
         view_compare(analyses)
     else:

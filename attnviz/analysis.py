@@ -14,6 +14,8 @@ from torch import nn
 
 from .capture import capture
 from .image import ImageSource, display_image, feature_cell, grid_to_image, open_image, prepare
+from .layers.axial import compose
+from .limits import MAX_COMPOSED_MB
 from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_model
 
 
@@ -26,10 +28,17 @@ class Analysis:
     - ``cbam_channel``: CBAM block path -> (C,) channel gates in 0..1;
     - ``cbam_spatial``: CBAM block path -> (H, W) spatial gate in 0..1;
     - ``self_attn``: attention layer path -> (heads, N, N), N = H*W, rows sum to 1;
-      ``self_attn_grid`` gives each layer's (H, W);
+      ``self_attn_grid`` gives each layer's (H, W). For an axial attention layer
+      (key: the layer's path, ``layer1.1.axial``) it is the composed map of its two
+      steps (``layers.axial.compose``): how much each position contributes to the query
+      after the height step and the width step, every entry > 0;
+    - ``axial_height``: height step path -> (heads, W, H, H), for each column each head's
+      attention over its H cells, rows sum to 1;
+    - ``axial_width``: width step path -> (heads, H, W, W), the same per row.
     - ``context`` (timm's GCNet and LambdaNet): path -> (maps, H, W), each map sums to 1
       over the positions and is the same for every query: no per-query map.
-    Keys are the paths of the hooked modules (``layer1.0.se.gate``, ...).
+    Keys are the paths of the hooked modules (``layer1.0.se.gate``, ...), but for the
+    composed axial maps. ``axial_steps`` pairs a composed map with its two steps.
 
     Pixel coordinates (``cell``, ``query``, ``to_image``) are those of the original
     image, ``image_size``, also when ``image`` (what the model saw, squashed) was
@@ -47,6 +56,8 @@ class Analysis:
     self_attn: dict[str, torch.Tensor] = field(default_factory=dict)
     self_attn_grid: dict[str, tuple[int, int]] = field(default_factory=dict)
     context: dict[str, torch.Tensor] = field(default_factory=dict)
+    axial_height: dict[str, torch.Tensor] = field(default_factory=dict)
+    axial_width: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: WeightsMeta | None = None
     original_size: tuple[int, int] | None = None
 
@@ -65,10 +76,28 @@ class Analysis:
     @cached_property
     def quality(self) -> dict:
         """Self-attention layer -> each head's ``HeadQuality`` in this image (entropy ÷
-        log N, query-dependence), computed once: every click redraws with them."""
-        from .attention_quality import head_quality  # that module imports this one
+        log N, query-dependence), computed once: every click redraws with them. An axial
+        layer has its composed map's figures under its own path and each step's under the
+        step's path (``attention_quality.attention_rows``)."""
+        from .attention_quality import attention_rows, head_quality  # that module imports this one
 
-        return {layer: head_quality(t) for layer, t in self.self_attn.items()}
+        return {layer: head_quality(t) for layer, t in attention_rows(self).items()}
+
+    def axial_steps(self, layer: str) -> tuple[str, str]:
+        """(height step path, width step path) of the axial layer ``layer`` (a key of
+        ``self_attn``); KeyError for a layer that is not axial."""
+        steps = (f"{layer}.height.softmax", f"{layer}.width.softmax")
+        if steps[0] not in self.axial_height or steps[1] not in self.axial_width:
+            raise KeyError(f"{layer!r} is not an axial attention layer of this model")
+        return steps
+
+    def axial_query(self, layer: str, x: float, y: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heads, H) and (heads, W): where the feature cell (row, col) under pixel (x, y)
+        looks in each step of the axial ``layer``: the height step along column col, the
+        width step along row row; each head's weights sum to 1."""
+        height, width = self.axial_steps(layer)
+        row, col = self.cell(layer, x, y)
+        return self.axial_height[height][:, col, row, :], self.axial_width[width][:, row, col, :]
 
     def top_k(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most probable classes as (name, probability), best first."""
@@ -102,8 +131,9 @@ class Analysis:
     @property
     def nbytes(self) -> int:
         """Memory held by the tensors and the image (for bounded caches)."""
-        tensors = [self.probs, *self.se.values(), *self.cbam_channel.values(),
-                   *self.cbam_spatial.values(), *self.self_attn.values(), *self.context.values()]
+        tensors = [self.probs, *self.se.values(), *self.cbam_channel.values(), *self.cbam_spatial.values(),
+                   *self.self_attn.values(), *self.context.values(), *self.axial_height.values(),
+                   *self.axial_width.values()]
         images = [self.image, *([self.__dict__["display"]] if "display" in self.__dict__ else [])]
         return sum(t.numel() * t.element_size() for t in tensors) + sum(i.width * i.height * 3 for i in images)
 
@@ -165,4 +195,24 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
         result.self_attn_grid[path] = _grid_of(t.shape[-1], size)
     for path, t in maps.of_kind("context").items():
         result.context[path] = t[0]
+    for path, t in maps.of_kind("axial_height").items():
+        result.axial_height[path] = t[0]
+    for path, t in maps.of_kind("axial_width").items():
+        result.axial_width[path] = t[0]
+    for layer, (height, width) in axial_layers(maps).items():
+        heads, w, h, _ = height.shape[1:]
+        mb = heads * (h * w) ** 2 * 4 / 2**20
+        if mb > MAX_COMPOSED_MB:
+            raise ValueError(f"{layer}: the composed axial map of a {h}x{w} grid would take {mb:,.0f} MB "
+                             f"(at most {MAX_COMPOSED_MB}); use a smaller input size than {size}px")
+        result.self_attn[layer] = compose(height[0], width[0])
+        result.self_attn_grid[layer] = (h, w)
     return result
+
+
+def axial_layers(maps) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Axial layer path -> (height step, width step) weights, from a ``capture``'s maps:
+    (B, heads, W, H, H) and (B, heads, H, W, W)."""
+    suffix = ".height.softmax"
+    return {path.removesuffix(suffix): (t, maps[path.removesuffix(suffix) + ".width.softmax"])
+            for path, t in maps.of_kind("axial_height").items()}

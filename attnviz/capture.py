@@ -27,10 +27,12 @@ from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from torch.utils.hooks import RemovableHandle
 
-from .layers import ChannelGate, SelfAttention2d, SpatialGate, SqueezeExcite
+from .layers import AxialStep, ChannelGate, SelfAttention2d, SpatialGate, SqueezeExcite
 from .layers.gate import ReportingGate, listening
 
-KINDS = ("se", "cbam_channel", "cbam_spatial", "self_attn", "context")
+KINDS = ("se", "cbam_channel", "cbam_spatial", "self_attn", "axial_height", "axial_width", "context")
+ATTENTION_MATRIX_KINDS = ("self_attn", "axial_height", "axial_width")
+"""The kinds that are attention matrices (rows sum to 1), which their layer only reads."""
 
 
 def attention_modules(model: nn.Module) -> dict[str, str]:
@@ -40,6 +42,9 @@ def attention_modules(model: nn.Module) -> dict[str, str]:
     - ``cbam_channel``: ``….cbam.channel.gate``, (B, C, 1, 1) in 0..1;
     - ``cbam_spatial``: ``….cbam.spatial.gate``, (B, 1, H, W) in 0..1;
     - ``self_attn``: ``….attn.softmax``, (B, heads, N, N), rows sum to 1;
+    - ``axial_height``: ``….axial.height.softmax``, (B, heads, W, H, H): for each column,
+      each head's attention over its H cells, rows sum to 1;
+    - ``axial_width``: ``….axial.width.softmax``, (B, heads, H, W, W): the same per row;
     - ``context`` (timm models only): (B, maps, H, W), each map sums to 1 over the
       positions, the same for every query (GCNet's context, LambdaNet's keys).
 
@@ -49,7 +54,8 @@ def attention_modules(model: nn.Module) -> dict[str, str]:
 
 
 _OUTPUT_OF = ((SqueezeExcite, "gate", "se"), (ChannelGate, "gate", "cbam_channel"),
-              (SpatialGate, "gate", "cbam_spatial"), (SelfAttention2d, "softmax", "self_attn"))
+              (SpatialGate, "gate", "cbam_spatial"), (SelfAttention2d, "softmax", "self_attn"),
+              (AxialStep, "softmax", "axial_"))  # + the step's axis
 _CLASSES = tuple(cls for cls, _, _ in _OUTPUT_OF)
 
 
@@ -69,6 +75,8 @@ def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module, Call
         seen.add(id(m))
         if isinstance(m, _CLASSES):  # most modules: one check, not one per class
             kind, output = next((kind, output) for cls, output, kind in _OUTPUT_OF if isinstance(m, cls))
+            if kind == "axial_":
+                kind += m.axis
             found[f"{path}.{output}" if path else output] = (kind, getattr(m, output), None)
         stack.extend((f"{path}.{name}" if path else name, child)
                      for name, child in reversed(m._modules.items()) if child is not None)
@@ -184,11 +192,12 @@ class capture(ThreadBoundHooks):  # noqa: N801 - used like a function: ``with ca
         # The attention matrix is kept without a copy: it is a new tensor that
         # SelfAttention2d only reads (``attn @ v``), never writes, and copying its
         # (B, heads, N, N) floats was a large share of a forward pass (docs/benchmarks.md).
-        # Every other output is cloned: blocks may change tensors in place later.
+        # The same holds for the axial steps' matrices. Every other output is cloned:
+        # blocks may change tensors in place later.
         kept = output.detach() if output.requires_grad else output
         if kept.dtype != torch.float32 or kept.device.type != "cpu":
             kept = kept.float().cpu()  # a new tensor already
-        elif self.maps.kinds.get(name) != "self_attn":
+        elif self.maps.kinds.get(name) not in ATTENTION_MATRIX_KINDS:
             kept = kept.clone()
         self.maps._add(name, kept)  # each tensor op is a dispatch: only the needed ones
 

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .capture import attention_modules
+from .capture import ATTENTION_MATRIX_KINDS, attention_modules
 from .image import ImageError
 from .intervene import INTERVENTIONS
 from .models import ARCHITECTURES
@@ -184,7 +184,7 @@ def _cmd_attention_stats(args: argparse.Namespace) -> int:
     from .weights import load_model
 
     model = load_model(args.model)
-    if not any(kind == "self_attn" for kind in attention_modules(model).values()):
+    if not any(kind in ATTENTION_MATRIX_KINDS for kind in attention_modules(model).values()):
         raise UsageError(f"{args.model} has no self-attention layer: nothing to measure")
     files = list_images(args.directory, args.limit)
     failed: list[str] = []

@@ -572,3 +572,54 @@ def channel_thumbnails(
         height=round(rows * map_height(extent, int(tile_px))) + top,
         xaxis=dict(visible=False, range=[0, span_x], constrain="domain"),
         yaxis=dict(visible=False, range=[span_y, 0], scaleanchor="x", constrain="domain", constraintoward="top")))
+
+
+def axial_line_maps(along_column: torch.Tensor | np.ndarray, along_row: torch.Tensor | np.ndarray,
+                    cell: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """An axial layer's two steps for the query ``cell`` = (row, col), each as (heads, H, W)
+    maps that are NaN (not drawn) off the step's line: the height step's (heads, H) weights
+    ``along_column`` down column col, the width step's (heads, W) ``along_row`` across row row."""
+    col_w, row_w = _as_numpy(along_column).astype(np.float32), _as_numpy(along_row).astype(np.float32)
+    heads, h = col_w.shape
+    w = row_w.shape[1]
+    row, col = cell
+    column_map = np.full((heads, h, w), np.nan, dtype=np.float32)
+    row_map = np.full((heads, h, w), np.nan, dtype=np.float32)
+    column_map[:, :, col] = col_w
+    row_map[:, row, :] = row_w
+    return column_map, row_map
+
+
+def axial_panels(
+    im: Image.Image,
+    along_column: torch.Tensor | np.ndarray,
+    along_row: torch.Tensor | np.ndarray,
+    composed: torch.Tensor | np.ndarray,
+    query: tuple[float, float],
+    cell: tuple[int, int],
+    layer: str,
+    *,
+    head: int | None = None,
+    extent: tuple[int, int] | None = None,
+    width_px: int = 300,
+) -> list[go.Figure]:
+    """Three maps of one query pixel in one axial attention layer, over the image: the
+    height step along the query's column, the width step along its row (each NaN, so not
+    drawn, off its line; ``axial_line_maps``) and the composed map of both steps
+    (``composed``: (heads, H, W), ``Analysis.query``). ``head``: one head, or None for the
+    mean over heads. Each from 0 to its own largest weight, its colour bar marking the
+    uniform level of its row (1/H, 1/W, 1/N)."""
+    full = _as_numpy(composed).astype(np.float32)
+    pick = (lambda m: m.mean(0, keepdims=True)) if head is None else (lambda m: m[head : head + 1])
+    which = f"mean of {full.shape[0]} heads" if head is None else f"head {head}"
+    column_map, row_map = axial_line_maps(pick(_as_numpy(along_column)), pick(_as_numpy(along_row)), cell)
+    h, w = full.shape[1:]
+    parts = ((column_map[0], f"height step: column {cell[1]}", h),
+             (row_map[0], f"width step: row {cell[0]}", w),
+             (pick(full)[0], "composed: both steps", h * w))
+    figs = []
+    for z, what, n in parts:
+        zmax = float(np.nanmax(z))
+        figs.append(overlay(im, z, f"{short_name(layer)}, {which}<br>{what}", zmax=zmax,
+                            colorbar=attention_colorbar(zmax, n), query=query, extent=extent, width_px=width_px))
+    return figs

@@ -31,3 +31,8 @@ RESULT_CACHE_ENTRIES = 16
 
 RESULT_CACHE_MB = 400
 """Upper bound on the memory held by the app's per-image cache, in megabytes."""
+
+MAX_COMPOSED_MB = 256
+"""Largest composed map of an axial attention layer (heads x N x N float32) that an
+analysis forms, in megabytes: 39 MB for the 56x56 layer at 224 px; at 512 px that layer
+is 128x128 and its map would take 1 GB, so such an input size is refused in one line."""

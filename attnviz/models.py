@@ -10,7 +10,14 @@ torchvision's forward. Attention is placed as in the papers:
 - ``cbam_resnet18``: CBAM at the same place (Woo et al., Fig. 3) at ``layerS.B.cbam``;
 - ``sa_resnet18``: multi-head self-attention on the residual branch of the last block
   of stage 2 and stage 3 (``layer2.1.attn``, ``layer3.1.attn``), so that query maps
-  exist at stride 8 and 16: 28x28 and 14x14 at a 224 px input; 2 and 4 heads.
+  exist at stride 8 and 16: 28x28 and 14x14 at a 224 px input; 2 and 4 heads;
+- ``axial_resnet18``: axial attention (height then width) at the same place, the last
+  block of a stage (``layerS.1.axial``), in stages 1, 2 and 3: 56x56, 28x28 and 14x14
+  at 224 px; 1, 2 and 4 heads (32 channels a head, as ``sa_resnet18``). Stride 4 is
+  where axial attention is worth seeing: there full attention would hold (H*W)^2 = 9.8 M
+  weights a head, which is why ``sa_resnet18`` starts at stride 8, and axial 0.35 M.
+  Stages 2 and 3 are ``sa_resnet18``'s places, so the two compare layer by layer. Not
+  stage 4: at 7x7 axial and full attention cost about the same and the map is coarse.
 """
 
 from __future__ import annotations
@@ -23,13 +30,15 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet, conv1x1
 
-from .layers import CBAM, SelfAttention2d, SqueezeExcite
+from .layers import CBAM, AxialAttention2d, SelfAttention2d, SqueezeExcite
 
 STAGE_DEPTHS = (2, 2, 2, 2)
 # sa_resnet18's attention heads per stage: 32 channels a head at the shipped width
 # (64 channels in stage 2, 128 in stage 3). Each head's N x N matrix is what costs
 # (memory, and training time at stride 8), not its width.
 SA_HEADS = {2: 2, 3: 4}
+# axial_resnet18's heads per stage: 32 channels a head, as SA_HEADS (32 channels in stage 1).
+AXIAL_HEADS = {1: 1, 2: 2, 3: 4}
 
 
 class _BranchAttentionBlock(BasicBlock):
@@ -73,6 +82,14 @@ class SABasicBlock(_BranchAttentionBlock):
     def __init__(self, inplanes: int, planes: int, *args, num_heads: int, **kwargs) -> None:
         super().__init__(inplanes, planes, *args, **kwargs)
         self.attn = SelfAttention2d(planes, num_heads)
+
+
+class AxialBasicBlock(_BranchAttentionBlock):
+    attn_name = "axial"
+
+    def __init__(self, inplanes: int, planes: int, *args, num_heads: int, **kwargs) -> None:
+        super().__init__(inplanes, planes, *args, **kwargs)
+        self.axial = AxialAttention2d(planes, num_heads)
 
 
 BlockChooser = Callable[[int, int], Callable[..., BasicBlock]]
@@ -132,7 +149,7 @@ class AttnResNet(ResNet):
         for m in self.modules():
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
-            elif isinstance(m, SelfAttention2d):
+            elif isinstance(m, (SelfAttention2d, AxialAttention2d)):
                 nn.init.zeros_(m.bn.weight)
 
 
@@ -142,16 +159,24 @@ def _sa_block(stage: int, i: int) -> Callable[..., BasicBlock]:
     return BasicBlock
 
 
+def _axial_block(stage: int, i: int) -> Callable[..., BasicBlock]:
+    if stage in AXIAL_HEADS and i == STAGE_DEPTHS[stage - 1] - 1:
+        return partial(AxialBasicBlock, num_heads=AXIAL_HEADS[stage])
+    return BasicBlock
+
+
 @dataclass(frozen=True)
 class Architecture:
     """One entry of the registry: how to build the model and which attention kinds
     (``capture.KINDS``) it produces, from which the CLI, the app's views and the
-    tests are derived."""
+    tests are derived. ``shipped``: whether ``attnviz/shipped/`` holds trained weights
+    for it (the others are built, trained and loaded from a user's folder all the same)."""
 
     name: str
     choose_block: BlockChooser
     kinds: tuple[str, ...]
     summary: str
+    shipped: bool = True
 
 
 REGISTRY: dict[str, Architecture] = {a.name: a for a in (
@@ -160,9 +185,13 @@ REGISTRY: dict[str, Architecture] = {a.name: a for a in (
     Architecture("cbam_resnet18", lambda stage, i: CBAMBasicBlock, ("cbam_channel", "cbam_spatial"),
                  "CBAM in every block"),
     Architecture("sa_resnet18", _sa_block, ("self_attn",), "self-attention in the last block of stages 2 and 3"),
+    Architecture("axial_resnet18", _axial_block, ("axial_height", "axial_width"),
+                 "axial attention (height, then width) in the last block of stages 1, 2 and 3", shipped=False),
 )}
 ARCHITECTURES = tuple(REGISTRY)
 """Every registered architecture, by name: adding one is an entry in ``REGISTRY``."""
+SHIPPED = tuple(a.name for a in REGISTRY.values() if a.shipped)
+"""The architectures whose trained weights ship in ``attnviz/shipped/``."""
 
 
 def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnResNet:
@@ -173,9 +202,11 @@ def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnRes
 
 
 def attention_heads(model: nn.Module) -> dict[str, int]:
-    """Heads of every self-attention layer by module path; {} for a model without.
-    The weights' metadata records them: they shape no tensor, so a file cannot show them."""
-    return {name: m.num_heads for name, m in model.named_modules() if isinstance(m, SelfAttention2d)}
+    """Heads of every self-attention and axial attention layer by module path; {} for a
+    model without. The weights' metadata records them: they shape no tensor of the full
+    layer, so a file cannot show them."""
+    return {name: m.num_heads for name, m in model.named_modules()
+            if isinstance(m, (SelfAttention2d, AxialAttention2d))}
 
 
 def complexity(model: nn.Module, size: int = 224) -> tuple[int, float]:

@@ -10,6 +10,7 @@ import torch
 
 import attnviz
 from attnviz.app import ui
+from attnviz.models import SHIPPED
 from attnviz.weights import ENV_VAR, WeightsMeta, find_weights
 
 RANDOM_WIDTH = 32
@@ -31,10 +32,10 @@ def _pairs_in(directory: Path) -> list[str]:
 
 
 def write_random_models(directory: Path, seed: int = 0) -> list[str]:
-    """Random-init models of every architecture at width 32, 224 px, 10 classes, saved
-    as weights pairs named after their architecture (so the app shows every view)."""
+    """Random-init models of every shipped architecture at width 32, 224 px, 10 classes, saved
+    as weights pairs named after their architecture (so the app shows every view of the shipped models)."""
     torch.manual_seed(seed)
-    for arch in attnviz.ARCHITECTURES:
+    for arch in SHIPPED:
         model = attnviz.build_model(arch, width=RANDOM_WIDTH, num_classes=len(RANDOM_CLASSES)).eval()
         meta = attnviz.WeightsMeta(name=arch, arch=arch, width=RANDOM_WIDTH, classes=list(RANDOM_CLASSES),
                                    input_size=RANDOM_SIZE)

@@ -59,7 +59,7 @@ def _live_figures(at) -> list[dict]:
 def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     assert app.radio(key="source").value == "Sample"
     assert app.selectbox(key="sample").value == "temple" == next(iter(sample_images()))  # a church
-    assert len(_charts(app)) == 4  # top-5 of the four tiny models side by side
+    assert len(_charts(app)) == 5  # top-5 of the five tiny models side by side
     assert not app.error
 
 
@@ -67,7 +67,8 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     # SE: overview, drill-down (maps, thumbnails), intervention, a bar chart per block;
     # CBAM: 8 spatial maps, overview, bars, drill-down, intervention; self-attention: intervention
     ("SE", None, 1 + 2 + 1 + 8, 0, 0), ("CBAM", None, 8 + 2 + 2 + 1, 0, 0), ("Self-attention", "Hover", 1, 0, 1),
-    ("Self-attention", "Click", 1, 2, 0), ("Compare", None, 3, 0, 0)])
+    ("Self-attention", "Click", 1, 2, 0), ("Axial", None, 3 * 3, 0, 0),
+    ("Compare", None, 3, 0, 0)])
 def test_every_view_renders(app, view, how, charts, live, explorers):
     app.radio(key="view").set_value(view).run()
     if how:
@@ -91,7 +92,7 @@ def test_upload_is_analysed(app):
     assert not app.exception and not app.error
     shown = [_top5(c) for c in _charts(app)]
     expected = [attnviz.analyze(data, attnviz.load_model(n)).top_k(5) for n in attnviz.available_models()]
-    assert len(shown) == len(expected) == 4
+    assert len(shown) == len(expected) == 5
     for bars, top in zip(shown, expected):  # every model's bars are the uploaded image's predictions
         assert [n for n, _ in bars] == [n for n, _ in top]
         np.testing.assert_allclose([p for _, p in bars], [p for _, p in top], rtol=1e-6)
@@ -105,7 +106,7 @@ def test_bad_upload_gives_one_clear_line_and_the_app_stays_up(app):
     assert len(app.error) == 1 and "not a readable image" in app.error[0].value
     assert "\n" not in app.error[0].value
     app.file_uploader(key="upload").set_value(("ok.png", _png(), "image/png")).run()
-    assert not app.exception and not app.error and len(_charts(app)) == 4
+    assert not app.exception and not app.error and len(_charts(app)) == 5
 
 
 @pytest.mark.parametrize("click", [(112, 168), (0, 0), (447, 223), (447, 0), (0, 223)])
@@ -170,7 +171,7 @@ def test_own_weights_can_be_uploaded_and_a_bad_pair_is_refused(app, tiny_weights
     app.button(key="own-load").click().run()
     assert not app.exception and not app.error
     assert any("(uploaded " in s.value for s in app.success)
-    assert len(_charts(app)) == 5  # the four tiny models and the uploaded one
+    assert len(_charts(app)) == 6  # the five tiny models and the uploaded one
 
 
 def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_uniform(tmp_path, monkeypatch):
@@ -249,3 +250,49 @@ def test_an_intervention_shows_before_and_after_and_leaks_into_nothing(app):
     before, after = (plotly_array(t["z"]) for t in maps["data"])
     np.testing.assert_allclose(before, f.before[5].numpy(), rtol=1e-6)
     np.testing.assert_allclose(after, f.before[5].numpy() * float(f.gates[5]), rtol=1e-5, atol=1e-6)
+
+
+def test_own_axial_weights_show_each_step_on_the_clicked_pixels_line_and_the_composed_map(tmp_path, monkeypatch,
+                                                                                             tiny_weights_dir):
+    # axial_resnet18 ships no weights: a user's own pair (here a random-init one) is what the view shows.
+    import shutil
+
+    for f in tiny_weights_dir.glob("tiny_sa_resnet18.*"):
+        shutil.copy(f, tmp_path / f.name)
+    at = _app_with_only(tmp_path, monkeypatch)
+    at.radio(key="view").set_value("Axial").run()
+    assert not at.exception and any("No model with axial attention" in i.value for i in at.info)
+    weights = (tiny_weights_dir / "tiny_axial_resnet18.safetensors").read_bytes()
+    meta = (tiny_weights_dir / "tiny_axial_resnet18.json").read_bytes()
+    at.file_uploader(key="own-weights").set_value(("a.safetensors", weights, "application/octet-stream"))
+    at.file_uploader(key="own-meta").set_value(("a.json", meta, "application/json")).run()
+    at.button(key="own-load").click().run()
+    data = _png(200, 100, seed=3)
+    at.radio(key="source").set_value("Upload").run()
+    at.file_uploader(key="upload").set_value(("wide.png", data, "image/png")).run()
+    at.radio(key="view").set_value("Axial").run()  # the view's radio is not drawn while no image is uploaded
+    assert not at.exception, at.exception
+    click_key = f"axclick-{image_key(data)[:16]}-tiny_axial_resnet18"
+    at.session_state[click_key] = {"x": 300, "y": 50, "width": 448, "height": 224, "unix_time": 1}
+    at.run()
+    assert not at.exception, at.exception
+    x, y = original_pixel(300, 50, (448, 224), (200, 100))
+    a = attnviz.analyze(data, attnviz.load_pair(tiny_weights_dir / "tiny_axial_resnet18.safetensors")[0])
+    layer = "layer2.1.axial"
+    row, col = a.cell(layer, x, y)
+    text = " ".join(m.value for m in at.markdown)
+    assert f"query pixel ({x}, {y}) → cell (row {row}, col {col}) of 8×8" in text
+    figs = [json.loads(c.proto.spec) for c in _charts(at)]
+    assert len(figs) == 9  # three layers, three maps each
+    column, line, composed = (plotly_array(f["data"][0]["z"]).reshape(8, 8) for f in figs[3:6])
+    along_column, along_row = a.axial_query(layer, x, y)
+    # the height step is drawn down the clicked column only, the width step across its row only
+    assert np.isnan(np.delete(column, col, axis=1)).all() and np.isnan(np.delete(line, row, axis=0)).all()
+    np.testing.assert_allclose(column[:, col], along_column.mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(line[row], along_row.mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(composed, a.query(layer, x, y).mean(0).numpy(), rtol=1e-5)
+    assert (composed > 0).all()  # the composed map covers the whole image
+    at.radio(key=f"ax-head-{layer}").set_value("head 1").run()
+    column = plotly_array(json.loads(_charts(at)[3].proto.spec)["data"][0]["z"]).reshape(8, 8)
+    np.testing.assert_allclose(column[:, col], along_column[1].numpy(), rtol=1e-6)
+    assert any("through the cell (r, c')" in c.value for c in at.caption)

@@ -64,3 +64,18 @@ def test_the_interventions_benchmark_reports_every_panel(capsys, monkeypatch):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " ms |" in line]
     offered = sum(2 * len(ui.interventions_for(v, v == "se")) for v in interventions.VIEWS.values())
     assert len(rows) == offered + 2  # every intervention twice (whole model, last block), two drill-downs
+
+
+def test_axial_benchmark_quick_mode_reports_the_three_ratios(tmp_path):
+    # Proves the script, not the speed: the counted weights are exact, the timings are not asserted.
+    out, png = tmp_path / "axial.json", tmp_path / "axial.png"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.axial", "--quick", "--json", str(out), "--png", str(png)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| 14×14 | 196 |" in proc.stdout and "| 28×28 | 784 |" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    for r in results:
+        n, side = r["tokens"], r["side"]
+        assert r["full_weights"] == 2 * n * n and r["axial_weights"] == 2 * n * 2 * side  # heads N^2, heads N (H+W)
+        assert r["time_ratio"] > 0 and r["full_peak_mb"] > 0 and r["axial_peak_mb"] > 0
+    assert png.stat().st_size > 10_000

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import attnviz
-from attnviz.models import ARCHITECTURES
+from attnviz.models import SHIPPED
 from attnviz.profile import SEProfile, profile_path
 from attnviz.training.evaluate import model_targets, predict
 from attnviz.training.recipe import IMAGENETTE_NAMES, Recipe
@@ -26,7 +26,7 @@ MAX_FILE_BYTES = 12 * 1000 * 1000  # the target: each weights file <= 12 MB
 @pytest.fixture(scope="module")
 def shipped():
     """name -> (model, meta) of every shipped pair, loaded and verified."""
-    return {name: load_pair(SHIPPED_DIR / f"{name}.safetensors") for name in ARCHITECTURES}
+    return {name: load_pair(SHIPPED_DIR / f"{name}.safetensors") for name in SHIPPED}
 
 
 def test_the_four_models_ship_verified_small_and_accurate(shipped):
@@ -48,7 +48,7 @@ def test_the_four_models_ship_verified_small_and_accurate(shipped):
     for _, meta in shipped.values():
         default = Recipe(seed=meta.training["seed"]).to_json()
         assert {k: meta.training[k] for k in default} == default
-    assert set(attnviz.available_models()) >= set(ARCHITECTURES)
+    assert set(attnviz.available_models()) >= set(SHIPPED)
 
 
 def _readme_results() -> dict[str, float]:
@@ -60,7 +60,7 @@ def _readme_results() -> dict[str, float]:
 
 def test_readme_table_states_the_measured_accuracy(shipped):
     stated = _readme_results()
-    assert set(stated) == set(ARCHITECTURES)
+    assert set(stated) == set(SHIPPED)
     for name, (_, meta) in shipped.items():
         assert stated[name] == pytest.approx(100 * meta.metrics["val_top1"], abs=0.005), name
 
@@ -104,8 +104,8 @@ def test_the_app_opens_on_the_shipped_models_with_their_true_predictions(monkeyp
     assert not at.exception and not at.error
     sample = sample_images()[at.selectbox(key="sample").value]
     charts = at.get("plotly_chart")
-    assert len(charts) == len(ARCHITECTURES)
-    for name, chart in zip(sorted(ARCHITECTURES), charts):  # side by side, in name order
+    assert len(charts) == len(SHIPPED)
+    for name, chart in zip(sorted(SHIPPED), charts):  # side by side, in name order
         bars = json.loads(chart.proto.spec)["data"][0]
         expected = attnviz.analyze(sample, attnviz.load_model(name)).top_k(5)
         assert bars["y"][::-1] == [c for c, _ in expected], name

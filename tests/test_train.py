@@ -204,3 +204,21 @@ def test_compiled_swaps_in_compiled_cbam_forwards_and_restores_them(monkeypatch)
     monkeypatch.setenv("CXX", "no-such-compiler")
     with compiled(model) as names:
         assert names == [] and not any("forward" in vars(m) for m in model.modules())
+
+
+def test_cli_trains_the_axial_model_and_measures_its_steps_and_composed_maps(folder, tmp_path, monkeypatch):
+    # axial_resnet18 ships no weights yet: it is trained like the others (here 1 tiny epoch).
+    out = tmp_path / "w"
+    assert main(["train", str(folder), "--arch", "axial_resnet18", "--out", str(out), "--name", "tiny_axial",
+                 "--epochs", "1", "--crop-size", "32", "--eval-size", "48", "--width", "8", "--batch-size", "8",
+                 "--val-dir", str(folder), "--cache-dir", str(tmp_path / "cache")]) == 0
+    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(out))
+    model = attnviz.load_model("tiny_axial")
+    meta = model.attnviz_meta
+    assert meta.arch == "axial_resnet18"
+    assert meta.attention_heads == {"layer1.1.axial": 1, "layer2.1.axial": 2, "layer3.1.axial": 4}
+    layers = ["layer1.1.axial", "layer2.1.axial", "layer3.1.axial"]
+    steps = [f"{layer}.{axis}.softmax" for layer in layers for axis in ("height", "width")]
+    assert set(meta.metrics["attention_quality"]) == {*layers, *steps}
+    a = attnviz.analyze(next(folder.glob("*/1.jpg")), model)
+    assert list(a.self_attn) == layers and a.self_attn_grid["layer1.1.axial"] == (12, 12)

@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from attnviz.models import ARCHITECTURES
+from attnviz.models import SHIPPED
 
 ROOT = Path(__file__).resolve().parent.parent
 # This machine's pip configuration names local wheel folders that may be absent; pip
@@ -39,7 +39,7 @@ def test_the_wheel_builds_quietly_and_works_outside_the_repository(tmp_path):
 import sys, attnviz
 from pathlib import Path
 
-from attnviz.models import ARCHITECTURES
+from attnviz.models import SHIPPED
 from attnviz.app.service import ModelRegistry, sample_images
 from attnviz.weights import SHIPPED_DIR
 site = Path(sys.argv[1]).resolve()
@@ -48,7 +48,7 @@ assert SHIPPED_DIR.resolve().is_relative_to(site) and sample_images()
 from attnviz.app import explorer
 assert explorer.FRONTEND.resolve().is_relative_to(site) and (explorer.FRONTEND / "explorer.js").is_file()
 registry = ModelRegistry()
-for name in attnviz.ARCHITECTURES:
+for name in SHIPPED:
     a = attnviz.analyze(next(iter(sample_images().values())), attnviz.load_model(name))
     print(name, a.top_k(1)[0][0], registry.profile(name) is not None)
 """
@@ -56,5 +56,5 @@ for name in attnviz.ARCHITECTURES:
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
-    assert set(lines) == set(ARCHITECTURES)
+    assert set(lines) == set(SHIPPED)
     assert lines["se_resnet18"].endswith("True")  # the SE profile travelled with its weights

@@ -10,7 +10,7 @@ from ..attention_quality import HeadQuality
 from ..image import display_image
 from ..models import REGISTRY
 
-VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Context", "Compare", "Export")
+VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Axial", "Context", "Compare", "Export")
 
 EXPLAIN = {
     "se": "SE reweights channels only: one gate in 0..1 per channel, the same at every position.",
@@ -19,6 +19,10 @@ EXPLAIN = {
                  "positions, so a clicked pixel has its own map over the whole image.",
     "context": "Context attention (timm's GCNet and LambdaNet) pools the whole image with one weight per "
                "position, the same for every query: one map per block (per key for LambdaNet), summing to 1.",
+    "axial": "Axial attention looks along lines: each position first takes a weighted mean of its column "
+             "(height step), then of its row (width step). The composed map covers the whole image because "
+             "every cell of the query's row already holds a mean of its whole column, so each position "
+             "(r', c') reaches the query (r, c) through the cell (r, c').",
 }
 
 QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
@@ -41,7 +45,7 @@ COMPARE_LAYER = {"se": "layer4.1.se.gate", "cbam": "layer3.1.cbam.spatial.gate",
 # Widths in px the figures are laid out for on a 1400 px wide window with the sidebar
 # open (the maps' heights follow; measured on screenshots). A little less than they get,
 # so that a map rather fills its figure's height, as its colour bar does.
-MAP_WIDTH = {"cbam": 360, "self_attn": 560, "compare": 200}
+MAP_WIDTH = {"cbam": 360, "self_attn": 560, "axial": 300, "compare": 200}
 
 
 def default_layer(kind: str, layers: list[str]) -> int:
@@ -60,7 +64,8 @@ CLICK_WIDTH = 448
 
 
 # The capture kind that a view needs ('cbam' shows both of CBAM's kinds).
-VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn", "context": "context"}
+VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn", "axial": "axial_height",
+             "context": "context"}
 
 TIMM_HELP = ("A timm (PyTorch Image Models) architecture and its checkpoint: a .safetensors file, or a .pth/.bin "
              "state dict (read as plain tensors; nothing is unpickled as code). Without a checkpoint: random "
@@ -69,7 +74,7 @@ TIMM_HELP = ("A timm (PyTorch Image Models) architecture and its checkpoint: a .
 
 def has_kind(arch: str, kind: str) -> bool:
     """Whether models of ``arch`` (a registered architecture) have the view ``kind``
-    ('se', 'cbam', 'self_attn'); False for an architecture the registry does not know."""
+    ('se', 'cbam', 'self_attn', 'axial'); False for an architecture the registry does not know."""
     return arch in REGISTRY and VIEW_KIND[kind] in REGISTRY[arch].kinds
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..attention_quality import measure_batches
-from ..capture import attention_modules
+from ..capture import ATTENTION_MATRIX_KINDS, attention_modules
 from ..image import normalize
 from ..models import build_model
 from ..weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_pair, save_pair, sha256_of
@@ -190,7 +190,7 @@ def train(
         metrics = {"val_top1": round(top1(model, val_data), 4), "val_images": len(val_data.labels),
                    "eval_size": recipe.eval_size}
         log(f"{name} val top-1 {metrics['val_top1']:.4f} at {recipe.eval_size}px")
-        if any(kind == "self_attn" for kind in attention_modules(model).values()):
+        if any(kind in ATTENTION_MATRIX_KINDS for kind in attention_modules(model).values()):
             quality = measure_batches(model, val_data.images, IMAGENET_MEAN, IMAGENET_STD).result()
             metrics["attention_quality"] = {layer: [h.to_json() for h in heads] for layer, heads in quality.items()}
             log(f"{name} attention quality on val (entropy, query-dep., image-dep. per head): "
