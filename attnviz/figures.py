@@ -2,7 +2,8 @@
 
 Nothing here calls Streamlit, so every figure is tested without a browser and the
 CLI writes the same figures the app shows. Gates are drawn on their absolute 0..1
-scale; attention maps from 0 to their largest value, never min-max rescaled.
+scale; attention maps from 0 to their largest value, never min-max rescaled; Grad-CAM,
+which pytorch-grad-cam min-max scales per image, on 0..1 with that said on its axis.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ COLORSCALES = ("Viridis", "Inferno", "Cividis", "Greys", "Jet")
 DEFAULT_COLORSCALE = COLORSCALES[0]
 GATE_AXIS = "gate value (absolute, 0..1)"
 ATTN_AXIS = "attention weight (each query's row sums to 1)"
+CAM_AXIS = "Grad-CAM, min-max scaled per image (relative, 0..1)"
 
 
 def short_name(path: str) -> str:
