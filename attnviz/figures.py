@@ -191,6 +191,14 @@ def overlay(
         **axes))
 
 
+def cam_overlay(im: Image.Image, cam_map: torch.Tensor | np.ndarray, title: str = "", **kwargs) -> go.Figure:
+    """Grad-CAM's (h, w) map (``attnviz.cam``) over the image, drawn as the CBAM spatial
+    gate is (the same overlay, cells and colour map), on 0..1 with a colour bar that says
+    the scale is relative: pytorch-grad-cam min-max scales every map. ``kwargs`` as
+    ``overlay`` takes them."""
+    return overlay(im, cam_map, title, zmax=1.0, colorbar_title=CAM_AXIS, **kwargs)
+
+
 COLORBAR_PX = 120
 """Width a colour bar with its tick labels and title takes at the right of a figure
 (a little more than it does, so that a map rather fills the height than the width)."""

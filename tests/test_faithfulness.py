@@ -119,7 +119,7 @@ def test_randomised_copy_changes_only_the_stage_and_never_the_model():
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     d = tmp_path_factory.mktemp("photos")
-    for name in ("temple", "cat", "rocket"):
+    for name in ("temple", "rocket"):
         shutil.copy(SAMPLES / f"{name}.jpg", d / f"{name}.jpg")
     return d
 
@@ -133,7 +133,7 @@ def test_measure_on_shipped_models(name, photos):
     _assert_unchanged(model, before)
     out = result.to_json()
     kind = "cbam_spatial" if name.startswith("cbam") else "self_attn"
-    assert out["images"] == 3 and set(out["maps"]) == {kind, "grad_cam"}
+    assert out["images"] == 2 and set(out["maps"]) == {kind, "grad_cam"}
     probs = [float(analyze(f, model).probs.max()) for f in files]
     assert result.mean_probability == pytest.approx(np.mean(probs), abs=1e-5)
     for m in result.maps.values():
@@ -146,7 +146,7 @@ def test_measure_on_shipped_models(name, photos):
     cam = out["maps"]["grad_cam"]["spearman"]
     assert all(v["mean"] is None or v["mean"] < 0.9 for v in cam.values())
     if kind == "self_attn":
-        assert result.maps[kind].spearman["layer4"] == [1.0, 1.0, 1.0]
+        assert result.maps[kind].spearman["layer4"] == [1.0, 1.0]
         assert max(result.maps[kind].spearman["layer3-4"]) < 0.9
     else:
         assert result.maps[kind].layer == "layer4.1.cbam.spatial.gate"

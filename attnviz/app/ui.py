@@ -16,6 +16,9 @@ EXPLAIN = {
     "cbam": "CBAM reweights channels, then positions: a gate per channel and an H×W map of where to look.",
     "self_attn": "Self-attention relates points to points: every position takes a weighted mean of all "
                  "positions, so a clicked pixel has its own map over the whole image.",
+    "grad_cam": "Above, where each attention module multiplies or mixes the features; below, Grad-CAM of the "
+                "same model's last stage: where the features that drive the predicted class's score lie "
+                "(min-max scaled, so relative), which need not be the same place.",
 }
 
 QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
