@@ -60,7 +60,8 @@ def private_copy(model: nn.Module) -> nn.Module:
     if meta is not None:
         from .models import build_model
 
-        twin = build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
+        with torch.random.fork_rng(devices=[]):  # its random initialisation leaves the caller's random state alone
+            twin = build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
         twin.load_state_dict(model.state_dict(), strict=True)
         twin.attnviz_meta = meta
     else:

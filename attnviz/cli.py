@@ -209,7 +209,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .cam import check_available
-    from .faithfulness import RANDOMISED, measure, stratified
+    from .faithfulness import RANDOMISED, map_layers, measure, stratified
     from .image import list_images
     from .weights import load_model
 
@@ -220,12 +220,14 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     model = load_model(args.model)
+    map_layers(model, args.layer)  # a wrong --layer fails before any image is read
     files = list_images(args.directory, args.limit)
     if args.per_class is not None:
         files = stratified(files, args.per_class)
     failed: list[str] = []
     result = measure(tqdm(files, desc="faithfulness", unit="img", disable=args.quiet or None), model,
-                     size=args.size, seed=args.seed, on_error=lambda src, exc: failed.append(f"{src}: {exc}"))
+                     size=args.size, seed=args.seed, layer=args.layer,
+                     on_error=lambda src, exc: failed.append(f"{src}: {exc}"))
     for line in failed:
         tqdm.write(f"attnviz: error: {line}", file=sys.stderr)
     if result.images == 0:
@@ -365,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=int, help="use N images spread evenly over the sorted folder (default: all)")
     f.add_argument("--per-class", type=int, metavar="K",
                    help="use K images of each subfolder (class), spread evenly over its sorted files")
+    f.add_argument("--layer", help="the CBAM spatial gate or self-attention layer to measure, e.g. layer3.1 "
+                   "(default: the last one)")
     f.add_argument("--seed", type=int, default=0, help="seed of the random maps and re-initialised weights")
     f.add_argument("--size", type=int, help="model input size (default: the model's)")
     f.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -26,8 +26,9 @@ statistics and self-attention's temperatures are kept.
 The maps: ``cbam_spatial`` the last CBAM spatial gate (``layer4.1.cbam.spatial.gate``,
 7x7 at 224 px); ``self_attn`` the attention each position receives in the last
 self-attention layer (``layer3.1.attn.softmax``, 14x14): the mean over heads and over
-query positions of the (N, N) matrix; ``grad_cam`` Grad-CAM of ``layer4`` for the
-predicted class (``attnviz.cam``), for every model.
+query positions of the (N, N) matrix (``measure(layer=...)`` chooses another layer);
+``grad_cam`` Grad-CAM of ``layer4`` for the predicted class (``attnviz.cam``), for every
+model.
 """
 
 from __future__ import annotations
@@ -149,15 +150,24 @@ def randomized_copy(model: nn.Module, stages: Iterable[str] = ("layer4",), seed:
     return twin
 
 
-def map_layers(model: nn.Module) -> dict[str, str]:
+def map_layers(model: nn.Module, layer: str | None = None) -> dict[str, str]:
     """Map name -> the module it is read from: the last CBAM spatial gate and the last
-    self-attention layer where the model has them, and ``layer4`` for Grad-CAM."""
+    self-attention layer where the model has them, and ``layer4`` for Grad-CAM.
+    ``layer``: a CBAM spatial gate or self-attention output (``layer3.1.cbam.spatial.gate``,
+    or its block ``layer3.1``) to use instead of the last of its kind."""
     found = attention_modules(model)
     out = {}
-    for name, kind in (("cbam_spatial", "cbam_spatial"), ("self_attn", "self_attn")):
+    for kind in ("cbam_spatial", "self_attn"):
         paths = [p for p, k in found.items() if k == kind]
         if paths:
-            out[name] = paths[-1]
+            out[kind] = paths[-1]
+    if layer is not None:
+        chosen = [p for p in found if p in (layer, f"{layer}.cbam.spatial.gate", f"{layer}.attn.softmax")
+                  and found[p] in out]
+        if not chosen:
+            known = ", ".join(p for p in found if found[p] in out) or "none"
+            raise KeyError(f"no CBAM spatial gate or self-attention layer {layer!r} in the model; it has: {known}")
+        out[found[chosen[0]]] = chosen[0]
     out["grad_cam"] = CAM_LAYER
     return out
 
@@ -231,13 +241,14 @@ class Faithfulness:
 
 
 def measure(images: Iterable[ImageSource], model: nn.Module, *, size: int | None = None, seed: int = 0,
+            layer: str | None = None,
             on_error: Callable[[ImageSource, Exception], None] | None = None) -> Faithfulness:
     """Deletion AUCs and model-randomisation correlations of every map of ``model``
-    (``map_layers``) over ``images``, each prepared as ``analyze`` prepares it. The
-    random maps and the re-initialised weights come from ``seed``: the same images and
-    seed give the same figures. An image that cannot be read goes to ``on_error`` (and
+    (``map_layers``, ``layer`` as it takes it) over ``images``, each prepared as
+    ``analyze`` prepares it. The random maps and the re-initialised weights come from
+    ``seed``: the same images and seed give the same figures. An image that cannot be read goes to ``on_error`` (and
     raises without it). ``model`` is only read."""
-    layers = map_layers(model)
+    layers = map_layers(model, layer)
     cam_model = private_copy(model)
     randomised = {k: randomized_copy(model, stages, seed) for k, stages in RANDOMISED.items()}
     meta = getattr(model, "attnviz_meta", None)

@@ -83,8 +83,10 @@ def test_the_shared_model_is_unchanged_no_hook_no_grad_also_after_an_error():
     model.attnviz_meta = tiny_meta("cbam_resnet18")
     before = _snapshot(model)
     img = noise_image(64, 64)
+    rng = torch.random.get_rng_state()
     grad_cam(img, model, size=SIZE)
     _assert_unchanged(model, before)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the private copy's initialisation is not the caller's
     with pytest.raises(ValueError, match="out of range: the model has 3 classes"):
         grad_cam(img, model, 3, size=SIZE)
     with pytest.raises(KeyError, match="unknown class 'zebra'"):

@@ -20,6 +20,7 @@ from attnviz.faithfulness import (
     blurred,
     deletion_curves,
     deletion_inputs,
+    map_layers,
     measure,
     randomized_copy,
     spearman,
@@ -154,6 +155,19 @@ def test_measure_on_shipped_models(name, photos):
     assert measure(files[:1], model, seed=0).maps["grad_cam"].auc == result.maps["grad_cam"].auc[:1]  # seeded
 
 
+def test_map_layers_last_of_each_kind_or_a_chosen_one():
+    cbam, sa = tiny_model("cbam_resnet18"), tiny_model("sa_resnet18")
+    assert map_layers(cbam) == {"cbam_spatial": "layer4.1.cbam.spatial.gate", "grad_cam": "layer4"}
+    assert map_layers(sa) == {"self_attn": "layer3.1.attn.softmax", "grad_cam": "layer4"}
+    assert map_layers(tiny_model("se_resnet18")) == {"grad_cam": "layer4"}
+    assert map_layers(cbam, "layer3.1")["cbam_spatial"] == "layer3.1.cbam.spatial.gate"
+    assert map_layers(sa, "layer2.1.attn.softmax")["self_attn"] == "layer2.1.attn.softmax"
+    with pytest.raises(KeyError, match="it has: layer2.1.attn.softmax, layer3.1.attn.softmax"):
+        map_layers(sa, "layer3.0")
+    with pytest.raises(KeyError, match="it has: none"):
+        map_layers(tiny_model("resnet18"), "layer3.1")
+
+
 def test_stratified_takes_k_per_class_spread_over_each():
     files = [Path(f"/d/{c}/{i:03d}.jpg") for c in ("b", "a") for i in range(10 if c == "a" else 3)]
     got = stratified(files, 2)
@@ -177,7 +191,8 @@ def test_cli_faithfulness_json_and_one_line_errors(tiny_env, tmp_path, capsys):
     assert main(["faithfulness", str(tmp_path), "--model", "tiny_resnet18", "--limit", "2", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "grad_cam" in text and "cbam_spatial" not in text and "2 images at 64px" in text
-    for args, msg in ((["--limit", "1", "--per-class", "1"], "not both"), (["--per-class", "0"], "at least 1")):
+    for args, msg in ((["--limit", "1", "--per-class", "1"], "not both"), (["--per-class", "0"], "at least 1"),
+                      (["--layer", "layer9"], "no CBAM spatial gate or self-attention layer 'layer9'")):
         assert main(["faithfulness", str(tmp_path), "--model", "tiny_resnet18", *args]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1
