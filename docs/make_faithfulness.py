@@ -5,7 +5,11 @@
         python -m attnviz faithfulness imagenette2-224/val --model $m --per-class 5 --json --quiet \\
             > docs/faithfulness/$m.json
     done
-    python docs/make_faithfulness.py docs/faithfulness/*.json --png docs/img/deletion_curves.png
+    python -m attnviz faithfulness imagenette2-224/val --model cbam_resnet18 --layer layer3.1 --per-class 5 \
+        --json --quiet > docs/faithfulness/cbam_resnet18.layer3.1.json   # and sa_resnet18 --layer layer2.1
+    python docs/make_faithfulness.py docs/faithfulness/*.json           # the table
+    python docs/make_faithfulness.py docs/faithfulness/{cbam,sa,se}_resnet18.json docs/faithfulness/resnet18.json \
+        --png docs/img/deletion_curves.png                                # the figure
 """
 
 from __future__ import annotations
@@ -32,8 +36,12 @@ def _rho(v: dict) -> str:
 def table(results: list[dict]) -> str:
     rows = ["| model | map | layer (grid) | deletion AUC | random map | map below random | "
             "ρ, layer4 re-initialised | ρ, layer3–4 re-initialised |", "|---|---|---|---|---|---|---|---|"]
+    seen = set()
     for r in results:
         for name, m in r["maps"].items():
+            if (r["model"], m["layer"]) in seen:  # Grad-CAM again, in a run for another attention layer
+                continue
+            seen.add((r["model"], m["layer"]))
             grid = "×".join(map(str, m["grid"]))
             rows.append(f"| `{r['model']}` | {NAMES[name]} | `{m['layer']}` ({grid}) | {m['auc']:.3f} | "
                         f"{m['auc_random']:.3f} | {m['below_random']:.0%} | {_rho(m['spearman']['layer4'])} | "
