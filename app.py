@@ -12,6 +12,7 @@ from attnviz.analysis import Analysis
 from attnviz.app import explorer, ui
 from attnviz.app.live_figure import live_figure
 from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images, shared
+from attnviz.cam import grad_cam
 from attnviz.export import json_bytes, npz_bytes
 from attnviz.features import BlockFeatures, block_features
 from attnviz.image import ImageError
@@ -407,7 +408,24 @@ def compare_layer(kind: str, layers: list[str]) -> str:
                         key=f"cmp-{kind}-layer")
 
 
-def view_compare(analyses: dict[str, Analysis]) -> None:
+@st.cache_data(max_entries=48, show_spinner=False)
+def cam_for(img_key: str, name: str, _a: Analysis):
+    """Grad-CAM of the analysed image's top class with model ``name`` (computed once per image and model)."""
+    return grad_cam(_a.image, registry().get(name), int(_a.probs.argmax()), size=_a.size)
+
+
+def cam_chart(analyses: dict[str, Analysis], a: Analysis, img_key: str) -> None:
+    name = next(n for n, b in analyses.items() if b is a)
+    try:
+        r = cam_for(img_key, name, a)
+    except ImportError as exc:
+        st.info(str(exc))
+        return
+    chart(figures.cam_overlay(a.display, r.map, f"Grad-CAM {r.layer}: {r.class_name}", extent=a.image_size,
+                              width_px=ui.MAP_WIDTH["compare"]), key=f"cmp-cam-{name}")
+
+
+def view_compare(analyses: dict[str, Analysis], img_key: str) -> None:
     cols = st.columns(3)
     with cols[0]:
         st.subheader("SE: channels")
@@ -416,6 +434,7 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
         if a:
             path = compare_layer("se", list(a.se))
             chart(figures.gate_bars(a.se[path], f"{figures.short_name(path)} gates", sort=True), key="cmp-se")
+            cam_chart(analyses, a, img_key)
     with cols[1]:
         st.subheader("CBAM: channels + where")
         st.caption(ui.EXPLAIN["cbam"])
@@ -424,6 +443,7 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
             path = compare_layer("cbam", list(a.cbam_spatial))
             chart(figures.overlay(a.display, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate",
                                   extent=a.image_size, width_px=ui.MAP_WIDTH["compare"]), key="cmp-cbam")
+            cam_chart(analyses, a, img_key)
     with cols[2]:
         st.subheader("Self-attention: point to point")
         st.caption(ui.EXPLAIN["self_attn"])
@@ -434,6 +454,8 @@ def view_compare(analyses: dict[str, Analysis]) -> None:
             chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size,
                                      width_px=ui.MAP_WIDTH["compare"]), key="cmp-sa")
             st.caption("Query: the image centre (choose another in the Self-attention view).")
+            cam_chart(analyses, a, img_key)
+    st.caption(ui.EXPLAIN["grad_cam"])
 
 
 def view_export(analyses: dict[str, Analysis], label: str) -> None:
@@ -480,7 +502,7 @@ def main() -> None:
     elif view == "Axial":
         view_axial(analyses, img_key)
     elif view == "Compare":
-        view_compare(analyses)
+        view_compare(analyses, image_key(data))
     else:
         view_export(analyses, label)
 

@@ -1,5 +1,5 @@
 """The ``attnviz`` command line: ``models``, ``explain``, ``intervene``, ``evaluate``,
-``profile``, ``attention-stats``, ``train``.
+``profile``, ``attention-stats``, ``faithfulness``, ``train``.
 
 Every expected failure (a bad image, an unknown model, a broken weights file) ends as
 one ``attnviz: error: ...`` line on stderr and a non-zero exit status, never a traceback.
@@ -211,6 +211,56 @@ def _cmd_attention_stats(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_faithfulness(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .cam import check_available
+    from .faithfulness import RANDOMISED, map_layers, measure, stratified
+    from .image import list_images
+    from .weights import load_model
+
+    if args.limit is not None and args.per_class is not None:
+        raise UsageError("give --limit or --per-class, not both")
+    try:
+        check_available()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    model = load_model(args.model)
+    map_layers(model, args.layer)  # a wrong --layer fails before any image is read
+    files = list_images(args.directory, args.limit)
+    if args.per_class is not None:
+        files = stratified(files, args.per_class)
+    failed: list[str] = []
+    result = measure(tqdm(files, desc="faithfulness", unit="img", disable=args.quiet or None), model,
+                     size=args.size, seed=args.seed, layer=args.layer,
+                     on_error=lambda src, exc: failed.append(f"{src}: {exc}"))
+    for line in failed:
+        tqdm.write(f"attnviz: error: {line}", file=sys.stderr)
+    if result.images == 0:
+        raise UsageError(f"none of the {len(files)} images in {args.directory} could be read")
+    out = result.to_json()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 1 if failed else 0
+    print(f"{args.model}: {result.images} image{'s' * (result.images != 1)} at {result.size}px, seed {args.seed}; "
+          f"mean probability of the predicted class {result.mean_probability:.3f}")
+    print("deletion AUC: blur the map's top 10 %, 20 %, ... of pixels, area under the predicted class's "
+          "probability (lower = more faithful); random: a random map on the same grid")
+    print("rank correlation with the map after re-initialising " + " / ".join(RANDOMISED)
+          + " (low = the map depends on those weights)")
+    heads = "".join(f" {'rho ' + k:>12s}" for k in RANDOMISED)
+    print(f"{'map':13s} {'layer':28s} {'grid':>6s} {'AUC':>7s} {'random':>7s} {'< random':>9s}{heads}")
+    for name, m in out["maps"].items():
+        rho = "".join(f" {'n/a' if v['mean'] is None else format(v['mean'], '.3f'):>12s}"
+                      for v in m["spearman"].values())
+        grid = "x".join(map(str, m["grid"]))
+        print(f"{name:13s} {m['layer']:28s} {grid:>6s} {m['auc']:7.3f} {m['auc_random']:7.3f} "
+              f"{m['below_random']:9.0%}{rho}")
+    return 1 if failed else 0
+
+
 def phases(text: str) -> list[tuple[int, int]]:
     """``16x112,11x128`` -> [(16, 112), (11, 128)]: (epochs, crop size) phases."""
     try:
@@ -321,6 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("--weights-dir", help="also load weights pairs from this directory")
     q.set_defaults(func=_cmd_attention_stats)
+
+    f = sub.add_parser("faithfulness", help="deletion curves and model-randomisation checks of the attention "
+                       "maps and Grad-CAM, over a folder of images")
+    f.add_argument("directory", help="a folder of images (searched recursively), e.g. an ImageFolder val split")
+    f.add_argument("--model", required=True, help="model name (see `attnviz models`)")
+    f.add_argument("--limit", type=int, help="use N images spread evenly over the sorted folder (default: all)")
+    f.add_argument("--per-class", type=int, metavar="K",
+                   help="use K images of each subfolder (class), spread evenly over its sorted files")
+    f.add_argument("--layer", help="the CBAM spatial gate or self-attention layer to measure, e.g. layer3.1 "
+                   "(default: the last one)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the random maps and re-initialised weights")
+    f.add_argument("--size", type=int, help="model input size (default: the model's)")
+    f.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--weights-dir", help="also load weights pairs from this directory")
+    f.set_defaults(func=_cmd_faithfulness)
 
     t = sub.add_parser("train", help="train a model on an ImageFolder directory")
     t.add_argument("train_dir", help="ImageFolder directory: train_dir/<class>/<image>")

@@ -13,9 +13,14 @@ from .analysis import Analysis, analyze
 from .export import json_bytes, npz_bytes, write_atomic
 
 
-def figures_for(a: Analysis, query: tuple[float, float] | None = None) -> dict[str, go.Figure]:
-    """Every figure of one analysis, by a file-name-safe label."""
+def figures_for(a: Analysis, query: tuple[float, float] | None = None, cam=None) -> dict[str, go.Figure]:
+    """Every figure of one analysis, by a file-name-safe label; ``cam``: a ``cam.CAMResult``
+    of the same image and model, drawn beside the attention maps."""
     figs = {"top5": figures.top_k_bars(a.top_k(5), f"{a.model_name}: top-5")}
+    if cam is not None:
+        figs[f"gradcam_{cam.layer}"] = figures.cam_overlay(
+            a.display, cam.map, f"Grad-CAM {cam.layer}: {cam.class_name} ({cam.probability:.1%})",
+            extent=a.image_size)
     if a.se:
         figs["se_overview"] = figures.gates_heatmap(a.se, "SE gates, all blocks")
         for path, g in a.se.items():
@@ -75,5 +80,16 @@ def explain_one(src: Path, model: nn.Module, out: Path, stem: str, *,
     write_atomic(out / f"{stem}.npz", npz_bytes(a))
     write_atomic(out / f"{stem}.json", json_bytes(a, str(src)))
     if png:
-        write_pngs(figures_for(a, query), out, stem)
+        write_pngs(figures_for(a, query, _grad_cam(a, model)), out, stem)
     return a
+
+
+def _grad_cam(a: Analysis, model: nn.Module):
+    """Grad-CAM of ``a``'s image and top class (``attnviz.cam``), or None without the grad-cam package."""
+    from .cam import check_available, grad_cam
+
+    try:
+        check_available()
+    except ImportError:
+        return None
+    return grad_cam(a.image, model, int(a.probs.argmax()), size=a.size)

@@ -2,7 +2,8 @@
 
 Nothing here calls Streamlit, so every figure is tested without a browser and the
 CLI writes the same figures the app shows. Gates are drawn on their absolute 0..1
-scale; attention maps from 0 to their largest value, never min-max rescaled.
+scale; attention maps from 0 to their largest value, never min-max rescaled; Grad-CAM,
+which pytorch-grad-cam min-max scales per image, on 0..1 with that said on its axis.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ COLORSCALES = ("Viridis", "Inferno", "Cividis", "Greys", "Jet")
 DEFAULT_COLORSCALE = COLORSCALES[0]
 GATE_AXIS = "gate value (absolute, 0..1)"
 ATTN_AXIS = "attention weight (each query's row sums to 1)"
+CAM_AXIS = "Grad-CAM, min-max scaled per image (relative, 0..1)"
 
 
 def short_name(path: str) -> str:
@@ -270,6 +272,14 @@ def context_overlay(im: Image.Image, grid_map: torch.Tensor | np.ndarray, title:
     bar = attention_colorbar(float(z.max()), z.size)
     bar["title"]["text"] = CONTEXT_AXIS
     return overlay(im, z, title, zmax=None, colorbar=bar, **kwargs)
+
+
+def cam_overlay(im: Image.Image, cam_map: torch.Tensor | np.ndarray, title: str = "", **kwargs) -> go.Figure:
+    """Grad-CAM's (h, w) map (``attnviz.cam``) over the image, drawn as the CBAM spatial
+    gate is (the same overlay, cells and colour map), on 0..1 with a colour bar that says
+    the scale is relative: pytorch-grad-cam min-max scales every map. ``kwargs`` as
+    ``overlay`` takes them."""
+    return overlay(im, cam_map, title, zmax=1.0, colorbar_title=CAM_AXIS, **kwargs)
 
 
 COLORBAR_PX = 120

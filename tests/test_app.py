@@ -12,8 +12,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import attnviz
+from attnviz import figures
 from attnviz.app import ui
 from attnviz.app.service import image_key, sample_images
+from attnviz.cam import grad_cam
 
 from .browser import original_pixel
 from .conftest import noise_image, plotly_array
@@ -68,7 +70,7 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     # CBAM: 8 spatial maps, overview, bars, drill-down, intervention; self-attention: intervention
     ("SE", None, 1 + 2 + 1 + 8, 0, 0), ("CBAM", None, 8 + 2 + 2 + 1, 0, 0), ("Self-attention", "Hover", 1, 0, 1),
     ("Self-attention", "Click", 1, 2, 0), ("Axial", None, 3 * 3, 0, 0),
-    ("Compare", None, 3, 0, 0)])
+    ("Compare", None, 3 + 3, 0, 0)])
 def test_every_view_renders(app, view, how, charts, live, explorers):
     app.radio(key="view").set_value(view).run()
     if how:
@@ -76,6 +78,20 @@ def test_every_view_renders(app, view, how, charts, live, explorers):
     assert len(app.get("bidi_component")) == explorers
     assert not app.exception, app.exception
     assert (len(_charts(app)), len(_live_figures(app))) == (charts, live)
+
+
+def test_compare_sets_grad_cam_of_each_model_under_its_attention(app):
+    app.radio(key="view").set_value("Compare").run()
+    assert not app.exception, app.exception
+    figs = [json.loads(c.proto.spec) for c in _charts(app)]
+    cams = [f for f in figs if f["data"][0].get("colorbar", {}).get("title", {}).get("text") == figures.CAM_AXIS]
+    assert len(cams) == 3  # under SE's gates, CBAM's spatial gate and the self-attention map
+    data = next(iter(sample_images().values())).read_bytes()
+    for fig, name in zip(cams, ("tiny_se_resnet18", "tiny_cbam_resnet18", "tiny_sa_resnet18")):
+        r = grad_cam(data, attnviz.load_model(name))
+        np.testing.assert_allclose(plotly_array(fig["data"][0]["z"]), r.map.numpy(), atol=1e-6)
+        assert r.class_name in fig["layout"]["title"]["text"] and fig["data"][0]["zmax"] == 1
+    assert ui.EXPLAIN["grad_cam"] in [c.value for c in app.caption]
 
 
 def _top5(chart) -> list[tuple[str, float]]:

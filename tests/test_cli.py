@@ -58,7 +58,8 @@ def test_explain_writes_png_figures(tiny_env, tmp_path):
     r = run_cli("explain", p, "--model", "tiny_cbam_resnet18", "--out", out, env_dir=tiny_env)
     assert r.returncode == 0, r.stderr
     pngs = sorted(f.name for f in out.glob("*.png"))
-    assert {"cat_top5.png", "cat_cbam_spatial_layer1.0.png", "cat_cbam_channel_overview.png"} <= set(pngs)
+    assert {"cat_top5.png", "cat_cbam_spatial_layer1.0.png", "cat_cbam_channel_overview.png",
+            "cat_gradcam_layer4.png"} <= set(pngs)
     assert all((out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in pngs)
 
 

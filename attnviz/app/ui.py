@@ -23,6 +23,9 @@ EXPLAIN = {
              "(height step), then of its row (width step). The composed map covers the whole image because "
              "every cell of the query's row already holds a mean of its whole column, so each position "
              "(r', c') reaches the query (r, c) through the cell (r, c').",
+    "grad_cam": "Above, where each attention module multiplies or mixes the features; below, Grad-CAM of the "
+                "same model's last stage: where the features that drive the predicted class's score lie "
+                "(min-max scaled, so relative), which need not be the same place.",
 }
 
 QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
