@@ -418,8 +418,8 @@ def cam_chart(analyses: dict[str, Analysis], a: Analysis, img_key: str) -> None:
     name = next(n for n, b in analyses.items() if b is a)
     try:
         r = cam_for(img_key, name, a)
-    except ImportError as exc:
-        st.info(str(exc))
+    except (ImportError, WeightsError) as exc:
+        st.info(f"No Grad-CAM: {exc}")
         return
     chart(figures.cam_overlay(a.display, r.map, f"Grad-CAM {r.layer}: {r.class_name}", extent=a.image_size,
                               width_px=ui.MAP_WIDTH["compare"]), key=f"cmp-cam-{name}")

@@ -25,7 +25,7 @@ COLORSCALES = ("Viridis", "Inferno", "Cividis", "Greys", "Jet")
 DEFAULT_COLORSCALE = COLORSCALES[0]
 GATE_AXIS = "gate value (absolute, 0..1)"
 ATTN_AXIS = "attention weight (each query's row sums to 1)"
-CAM_AXIS = "Grad-CAM, min-max scaled per image (relative, 0..1)"
+CAM_AXIS = "relative (min-max scaled)"  # short: the compare view's maps are small
 
 
 def short_name(path: str) -> str:

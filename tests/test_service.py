@@ -1,4 +1,6 @@
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +134,14 @@ def test_eight_concurrent_sessions_get_exactly_their_own_results(registry):
             torch.testing.assert_close(got[i].self_attn[k], v, rtol=1e-6, atol=1e-7)
     model = registry.get("tiny_sa_resnet18")
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_warm_up_also_imports_grad_cam_or_says_why_not(tiny_env, monkeypatch):
+    from attnviz.app import service
+
+    monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
+    monkeypatch.setattr(service, "_shared", None)
+    assert service.warm_up() == [] and "pytorch_grad_cam" in sys.modules
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)
+    assert service.warm_up() == ["Grad-CAM: Grad-CAM needs the grad-cam package: pip install 'attnviz[cam]' "
+                                 "(or grad-cam>=1.5)"]

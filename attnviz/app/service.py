@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import limits
 from ..analysis import Analysis, analyze
+from ..cam import check_available
 from ..profile import SEProfile, profile_path
 from ..weights import WeightsError, WeightsMeta, find_weights, load_pair
 
@@ -222,9 +223,9 @@ def shared() -> tuple[ModelRegistry, ResultCache]:
 
 
 def warm_up() -> list[str]:
-    """Load every model found and analyse the sample the page opens on with each, so
-    that the first visitor finds both ready. Returns what it could not load, one line
-    each (the page says the same when a visitor asks)."""
+    """Load every model found, analyse the sample the page opens on with each and import
+    Grad-CAM's package, so that the first visitor finds all ready. Returns what it could
+    not load, one line each (the page says the same when a visitor asks)."""
     registry, results = shared()
     data = next(iter(sample_images().values())).read_bytes()
     problems = []
@@ -233,4 +234,8 @@ def warm_up() -> list[str]:
             results.get(data, name, registry)
         except WeightsError as exc:
             problems.append(f"{name}: {exc}")
+    try:  # the Compare view's Grad-CAM: its package (OpenCV, SciPy) takes seconds to import
+        check_available()
+    except ImportError as exc:
+        problems.append(f"Grad-CAM: {exc}")
     return problems
