@@ -318,16 +318,22 @@ def hover_explorer(a: Analysis, ident: str) -> None:
             del st.query_params["pins"]
 
 
-def click_panel(a: Analysis, img_key: str) -> None:
-    """Query by clicking: every click is a rerun that redraws each layer's panel on the server."""
-    st.caption("Click the image to choose the query pixel.")
-    click_key = f"click-{img_key}-{a.model_name}"
-    query_key = f"query-{img_key}-{a.model_name}"
+def clicked_query(a: Analysis, img_key: str, prefix: str) -> tuple[str, tuple[int, int]]:
+    """The click component's key and the query pixel (x, y) of the original image: the last
+    click's, kept per image and model, or the centre before any click."""
+    click_key = f"{prefix}click-{img_key}-{a.model_name}"
+    query_key = f"{prefix}query-{img_key}-{a.model_name}"
     click = st.session_state.get(click_key)
     if click and st.session_state.get(f"{click_key}-seen") != click:
         st.session_state[f"{click_key}-seen"] = click
         st.session_state[query_key] = ui.to_image_xy(click, a.image_size)
-    q = st.session_state.get(query_key, ui.centre(a.image_size))
+    return click_key, st.session_state.get(query_key, ui.centre(a.image_size))
+
+
+def click_panel(a: Analysis, img_key: str) -> None:
+    """Query by clicking: every click is a rerun that redraws each layer's panel on the server."""
+    st.caption("Click the image to choose the query pixel.")
+    click_key, q = clicked_query(a, img_key, "")
     left, right = st.columns([3, 5])
     with left:
         shown = ui.marked_image(a.display, q, extent=a.image_size)
@@ -374,13 +380,7 @@ def view_axial(analyses: dict[str, Analysis], img_key: str) -> None:
         return
     st.caption(ui.EXPLAIN["axial"])
     st.caption("Click the image to choose the query pixel.")
-    click_key = f"axclick-{img_key}-{a.model_name}"
-    query_key = f"axquery-{img_key}-{a.model_name}"
-    click = st.session_state.get(click_key)
-    if click and st.session_state.get(f"{click_key}-seen") != click:
-        st.session_state[f"{click_key}-seen"] = click
-        st.session_state[query_key] = ui.to_image_xy(click, a.image_size)
-    q = st.session_state.get(query_key, ui.centre(a.image_size))
+    click_key, q = clicked_query(a, img_key, "ax")
     left, right = st.columns([2, 7])
     with left:
         streamlit_image_coordinates(ui.marked_image(a.display, q, extent=a.image_size), width="stretch",
