@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import streamlit as st
@@ -65,6 +66,19 @@ def pick_image() -> tuple[bytes, str] | None:
     return samples[name].read_bytes(), f"sample: {name}"
 
 
+def keep_loaded(loaded: list[str], load: Callable[[], str], refused: str, said: Callable[[str], str]) -> None:
+    """Run ``load`` (a registry load returning the model's name): one line when the weights
+    are refused, else the name joins this session's ``loaded`` and ``said(name)`` is shown."""
+    try:
+        name = load()
+    except WeightsError as exc:
+        st.error(f"{refused}: {exc}")
+        return
+    if name not in loaded:
+        loaded.append(name)
+    st.success(said(name))
+
+
 def own_weights() -> list[str]:
     """The sidebar's upload of a user's own weights pair; returns this session's uploads."""
     uploaded = st.session_state.setdefault("uploaded_models", [])
@@ -76,14 +90,8 @@ def own_weights() -> list[str]:
                              max_upload_size=limits.MAX_UPLOAD_MB)
         m = st.file_uploader("Metadata (.json)", type=["json"], key="own-meta", max_upload_size=limits.MAX_UPLOAD_MB)
         if w is not None and m is not None and st.button("Load these weights", key="own-load"):
-            try:
-                name = registry().add_upload(w.getvalue(), m.getvalue())
-            except WeightsError as exc:
-                st.error(f"These weights can't be used: {exc}")
-            else:
-                if name not in uploaded:
-                    uploaded.append(name)
-                st.success(f"Loaded {name}.")
+            keep_loaded(uploaded, lambda: registry().add_upload(w.getvalue(), m.getvalue()),
+                        "These weights can't be used", lambda name: f"Loaded {name}.")
     return [n for n in uploaded if registry().has(n)]
 
 
@@ -101,16 +109,11 @@ def own_timm_model() -> list[str]:
                                 max_upload_size=limits.MAX_CHECKPOINT_MB)
         random_weights = st.checkbox("Random weights (no checkpoint)", key="timm-random")
         if (ckpt is not None or random_weights) and st.button("Load this model", key="timm-load"):
-            try:
-                with st.spinner(f"Loading {arch}..."):
-                    name = registry().add_timm(f"timm:{arch}", None if random_weights else ckpt.getvalue(),
-                                               "" if random_weights else ckpt.name)
-            except WeightsError as exc:
-                st.error(f"This model can't be used: {exc}")
-            else:
-                if name not in loaded:
-                    loaded.append(name)
-                st.success(f"Loaded {name}. {registry().attention_line(name)}")
+            checkpoint, filename = (None, "") if random_weights else (ckpt.getvalue(), ckpt.name)
+            with st.spinner(f"Loading {arch}..."):
+                keep_loaded(loaded, lambda: registry().add_timm(f"timm:{arch}", checkpoint, filename),
+                            "This model can't be used",
+                            lambda name: f"Loaded {name}. {registry().attention_line(name)}")
     return [n for n in loaded if registry().has(n)]
 
 
