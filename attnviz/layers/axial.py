@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gate import Softmax
-from .self_attention import MAX_TEMPERATURE, distance_slopes
+from .self_attention import distance_slopes, temperature
 
 AXES = ("height", "width")
 
@@ -93,7 +93,7 @@ class AxialStep(nn.Module):
 
     def temperature(self) -> torch.Tensor:
         """(heads,) the scale of each head's cosine logits, in (0, 100]."""
-        return self.logit_scale.clamp(max=math.log(MAX_TEMPERATURE)).exp()
+        return temperature(self.logit_scale)
 
     def position_logits(self, n: int) -> torch.Tensor:
         """(heads, 1, n, n) the position term: -slope * |i - j| along a line of n cells."""

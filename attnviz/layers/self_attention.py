@@ -54,6 +54,11 @@ from .gate import Softmax
 MAX_TEMPERATURE = 100.0  # Swin V2's cap on the cosine's scale
 
 
+def temperature(logit_scale: torch.Tensor) -> torch.Tensor:
+    """(heads,) each head's scale of its cosine logits from its learned log, capped: in (0, 100]."""
+    return logit_scale.clamp(max=math.log(MAX_TEMPERATURE)).exp()
+
+
 def distance_slopes(num_heads: int) -> torch.Tensor:
     """(heads,) the fixed distance slopes, geometric from 1 to 1/4 per cell over the heads."""
     return torch.tensor([4.0 ** (-i / max(1, num_heads - 1)) for i in range(num_heads)])
@@ -91,7 +96,7 @@ class SelfAttention2d(nn.Module):
 
     def temperature(self) -> torch.Tensor:
         """(heads,) the scale of each head's cosine logits, in (0, 100]."""
-        return self.logit_scale.clamp(max=math.log(MAX_TEMPERATURE)).exp()
+        return temperature(self.logit_scale)
 
     def position_logits(self, h: int, w: int) -> torch.Tensor:
         """(heads, N, N) the position term added to the content logits: -slope * distance."""
