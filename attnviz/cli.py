@@ -37,6 +37,32 @@ def _parse_xy(text: str | None) -> tuple[float, float] | None:
     return x, y
 
 
+def _add_model_args(p: argparse.ArgumentParser, what: str = "model name (see `attnviz models`)") -> None:
+    """--model and the options that say where its weights come from: the same in every command."""
+    p.add_argument("--model", required=True, help=f"{what}, or timm:NAME for a timm model (e.g. timm:seresnet50)")
+    p.add_argument("--checkpoint", help="timm models: a local .safetensors or .pth/.bin state dict "
+                   "(default: the local Hugging Face cache; nothing is downloaded)")
+    p.add_argument("--random-weights", action="store_true", help="timm models: random weights, to try the views")
+    p.add_argument("--weights-dir", help="also load weights pairs from this directory")
+
+
+def _load(args: argparse.Namespace):
+    """The model that --model, --checkpoint and --random-weights name; for a timm model,
+    one line on stderr saying which attention kinds it has."""
+    from .weights import load_model
+
+    if (args.checkpoint or args.random_weights) and not args.model.startswith("timm:"):
+        raise UsageError("--checkpoint and --random-weights are for timm models (--model timm:NAME)")
+    if args.checkpoint and args.random_weights:
+        raise UsageError("--checkpoint and --random-weights exclude each other")
+    model = load_model(args.model, checkpoint=args.checkpoint, pretrained=not args.random_weights)
+    if args.model.startswith("timm:"):
+        from .timm_adapter import summary_line
+
+        print(f"{args.model}: {summary_line(model, attention_modules(model))}", file=sys.stderr)
+    return model
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import complexity
     from .weights import find_weights, load_pair
@@ -58,6 +84,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         params, gflops = complexity(model, meta.input_size)
         print(f"{name:16s} {meta.arch:14s} width {meta.width:<3d} {params / 1e6:.2f} M params  "
               f"{gflops:.2f} GFLOPs at {meta.input_size}px  {meta.num_classes} classes  {acc_s}  {path}")
+    from .timm_adapter import SUPPORTED
+
+    print("\ntimm models, with your checkpoint: --model timm:NAME --checkpoint FILE (or --random-weights)")
+    for arch, row in SUPPORTED.items():
+        print(f"  timm:{arch:24s} {row.shows}")
     return status
 
 
@@ -77,20 +108,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .explain import explain_one
-    from .weights import load_model
 
     query = _parse_xy(args.query)
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    if (args.checkpoint or args.random_weights) and not args.model.startswith("timm:"):
-        raise UsageError("--checkpoint and --random-weights are for timm models (--model timm:NAME)")
-    if args.checkpoint and args.random_weights:
-        raise UsageError("--checkpoint and --random-weights exclude each other")
-    model = load_model(args.model, checkpoint=args.checkpoint, pretrained=not args.random_weights)
-    if args.model.startswith("timm:"):
-        from .timm_adapter import summary_line
-
-        print(f"{args.model}: {summary_line(model, attention_modules(model))}")
+    model = _load(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
@@ -123,9 +145,8 @@ def _cmd_intervene(args: argparse.Namespace) -> int:
     import json
 
     from .intervene import intervene
-    from .weights import load_model
 
-    model = load_model(args.model)
+    model = _load(args)
     r = intervene(args.image, model, args.what, args.layer, k=args.k, size=args.size, target=args.target)
     if args.json:
         print(json.dumps(r.to_json()))  # one line: a script reads it whole
@@ -143,7 +164,7 @@ def _cmd_intervene(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .training.evaluate import evaluate
 
-    acc, n, size = evaluate(args.model, Path(args.directory), size=args.size)
+    acc, n, size = evaluate(_load(args), Path(args.directory), size=args.size)
     print(f"{args.model}: top-1 {acc:.4f} ({acc:.2%}) on {n} images at {size}px")
     return 0
 
@@ -155,19 +176,19 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .training.data import decode_folder
     from .training.evaluate import model_targets
     from .training.profile import se_blocks, se_profile
-    from .weights import load_model
 
-    model = load_model(args.model)
+    model = _load(args)
     meta = model.attnviz_meta
+    stem = args.model.replace(":", "_")  # timm:seresnet50 -> timm_seresnet50.profile.json
     se_blocks(model)  # refuse a model without SE before decoding a whole folder
     data = decode_folder(Path(args.directory), args.size or meta.input_size)
     prof = se_profile(model, data, model_targets(meta, data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / f"{args.model}.profile.json", prof.to_json().encode())
-    prof.write_csv(out / f"{args.model}.profile.csv")
+    write_atomic(out / f"{stem}.profile.json", prof.to_json().encode())
+    prof.write_csv(out / f"{stem}.profile.csv")
     if not args.no_png:
-        write_pngs({"figure": profile_grid(prof)}, out, f"{args.model}.profile", width=1000)
+        write_pngs({"figure": profile_grid(prof)}, out, f"{stem}.profile", width=1000)
     print(f"{args.model}: SE class specificity per block ({prof.images} images, {len(prof.classes)} classes)")
     for block, s in prof.specificity.items():
         print(f"  {block:24s} {s:.3f}")
@@ -181,9 +202,8 @@ def _cmd_attention_stats(args: argparse.Namespace) -> int:
 
     from .attention_quality import measure
     from .image import list_images
-    from .weights import load_model
 
-    model = load_model(args.model)
+    model = _load(args)
     if not any(kind in ATTENTION_MATRIX_KINDS for kind in attention_modules(model).values()):
         raise UsageError(f"{args.model} has no self-attention layer: nothing to measure")
     files = list_images(args.directory, args.limit)
@@ -219,7 +239,6 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
     from .cam import check_available
     from .faithfulness import RANDOMISED, map_layers, measure, stratified
     from .image import list_images
-    from .weights import load_model
 
     if args.limit is not None and args.per_class is not None:
         raise UsageError("give --limit or --per-class, not both")
@@ -227,7 +246,7 @@ def _cmd_faithfulness(args: argparse.Namespace) -> int:
         check_available()
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    model = load_model(args.model)
+    model = _load(args)
     map_layers(model, args.layer)  # a wrong --layer fails before any image is read
     files = list_images(args.directory, args.limit)
     if args.per_class is not None:
@@ -317,11 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="write attention figures and tensors for images")
     e.add_argument("images", nargs="+", help="image files")
-    e.add_argument("--model", required=True, help="model name (see `attnviz models`), or timm:NAME for a timm "
-                   "model (e.g. timm:seresnet50)")
-    e.add_argument("--checkpoint", help="timm models: a local .safetensors or .pth/.bin state dict "
-                   "(default: the local Hugging Face cache; nothing is downloaded)")
-    e.add_argument("--random-weights", action="store_true", help="timm models: random weights, to try the views")
+    _add_model_args(e)
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--query", help="X,Y pixel of the original image for self-attention (default: centre)")
     e.add_argument("--size", type=int, help="model input size (default: the model's)")
@@ -329,12 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--workers", type=int, default=1,
                    help="images analysed at once, sharing one model and the CPU cores (default 1)")
-    e.add_argument("--weights-dir", help="also load weights pairs from this directory")
     e.set_defaults(func=_cmd_explain)
 
     i = sub.add_parser("intervene", help="top-5 before -> after switching off or changing attention in one image")
     i.add_argument("image", help="an image file")
-    i.add_argument("--model", required=True, help="model name (see `attnviz models`)")
+    _add_model_args(i)
     i.add_argument("--what", required=True, choices=INTERVENTIONS, help="the intervention")
     i.add_argument("--layer", help="only this block or module, e.g. layer3.1 or layer3.1.se.gate "
                    "(default: every module of the kind)")
@@ -343,39 +357,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report the change of this class, e.g. the true one (default: the top-1 before)")
     i.add_argument("--size", type=int, help="model input size (default: the model's)")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    i.add_argument("--weights-dir", help="also load weights pairs from this directory")
     i.set_defaults(func=_cmd_intervene)
 
     v = sub.add_parser("evaluate", help="top-1 accuracy of a model on an ImageFolder directory")
     v.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
-    v.add_argument("--model", required=True)
+    _add_model_args(v)
     v.add_argument("--size", type=int, help="input size (default: the model's)")
-    v.add_argument("--weights-dir", help="also load weights pairs from this directory")
     v.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("profile", help="the SE paper's excitation analysis over an ImageFolder directory")
     r.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
-    r.add_argument("--model", required=True, help="an SE model")
+    _add_model_args(r, "an SE model (see `attnviz models`)")
     r.add_argument("--out", required=True, help="directory for <model>.profile.json/.csv/.png")
     r.add_argument("--size", type=int, help="input size (default: the model's)")
     r.add_argument("--no-png", action="store_true", help="skip the figure (it needs Chromium)")
-    r.add_argument("--weights-dir", help="also load weights pairs from this directory")
     r.set_defaults(func=_cmd_profile)
 
     q = sub.add_parser("attention-stats", help="how much each self-attention head attends, over a folder of images")
     q.add_argument("directory", help="a folder of images (searched recursively)")
-    q.add_argument("--model", required=True, help="a self-attention model (see `attnviz models`)")
+    _add_model_args(q, "a self-attention model (see `attnviz models`)")
     q.add_argument("--limit", type=int, help="use N images spread evenly over the sorted folder (default: all)")
     q.add_argument("--size", type=int, help="model input size (default: the model's)")
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
-    q.add_argument("--weights-dir", help="also load weights pairs from this directory")
     q.set_defaults(func=_cmd_attention_stats)
 
     f = sub.add_parser("faithfulness", help="deletion curves and model-randomisation checks of the attention "
                        "maps and Grad-CAM, over a folder of images")
     f.add_argument("directory", help="a folder of images (searched recursively), e.g. an ImageFolder val split")
-    f.add_argument("--model", required=True, help="model name (see `attnviz models`)")
+    _add_model_args(f)
     f.add_argument("--limit", type=int, help="use N images spread evenly over the sorted folder (default: all)")
     f.add_argument("--per-class", type=int, metavar="K",
                    help="use K images of each subfolder (class), spread evenly over its sorted files")
@@ -385,7 +395,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--size", type=int, help="model input size (default: the model's)")
     f.add_argument("--json", action="store_true", help="print JSON instead of a table")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
-    f.add_argument("--weights-dir", help="also load weights pairs from this directory")
     f.set_defaults(func=_cmd_faithfulness)
 
     t = sub.add_parser("train", help="train a model on an ImageFolder directory")

@@ -2,6 +2,7 @@
 own output, recomputed here independently; the checkpoint round trip; wrong checkpoints
 refused in one line. Untrained timm models (no download), tiny inputs."""
 
+import json
 import pickle
 import socket
 import subprocess
@@ -368,12 +369,36 @@ def test_cli_explains_with_a_timm_checkpoint(tmp_path, capsys):
     noise_image(70, 50).save(img)
     assert main(["explain", str(img), "--model", "timm:test_efficientnet", "--checkpoint", str(tmp_path / "w.pth"),
                  "--out", str(tmp_path / "out"), "--no-png", "--quiet"]) == 0
-    assert "timm:test_efficientnet: attention found: " in capsys.readouterr().out
+    assert "timm:test_efficientnet: attention found: " in capsys.readouterr().err
     npz = np.load(tmp_path / "out" / "x.npz")
     assert any(k.startswith("se/") for k in npz.files)
     assert main(["explain", str(img), "--model", "se_resnet18", "--checkpoint", "w.pth", "--out",
                  str(tmp_path / "o")]) == 2
     assert "are for timm models" in capsys.readouterr().err
+
+
+def test_every_command_that_takes_a_model_takes_a_timm_checkpoint(tmp_path, capsys):
+    from attnviz.cli import main
+
+    model = _randomise(timm.create_model("test_efficientnet", pretrained=False))
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    img = tmp_path / "x.png"
+    noise_image(70, 50).save(img)
+    timm_args = ["--model", "timm:test_efficientnet", "--checkpoint", str(tmp_path / "w.pth")]
+    assert main(["intervene", str(img), *timm_args, "--what", "gates-off", "--json"]) == 0
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)  # stdout is the JSON alone; the found attention is said on stderr
+    assert r["layers"] and len(r["before"]) == len(r["after"]) == 5
+    assert "timm:test_efficientnet: attention found: " in captured.err
+    # the checkpoint's weights, not random ones: the API's top-5 on the same image
+    loaded = attnviz.load_model("timm:test_efficientnet", checkpoint=tmp_path / "w.pth")
+    assert [c for c, _ in r["before"]] == [c for c, _ in attnviz.analyze(img, loaded).top_k(5)]
+    for command in (["evaluate", str(tmp_path)], ["profile", str(tmp_path), "--out", str(tmp_path / "p")],
+                    ["attention-stats", str(tmp_path)], ["faithfulness", str(tmp_path)]):
+        assert main([*command, "--model", "se_resnet18", "--checkpoint", "w.pth"]) == 2
+        assert "are for timm models" in capsys.readouterr().err
+    assert main(["models"]) in (0, 1)
+    assert "timm:seresnet50" in capsys.readouterr().out
 
 
 def test_intervene_replaces_timm_gates_but_refuses_what_a_layer_computes_inline():

@@ -42,9 +42,11 @@ def model_targets(meta: WeightsMeta, data: DecodedFolder) -> torch.Tensor:
     return torch.tensor([index[data.classes[i]] for i in data.labels.tolist()])
 
 
-def evaluate(model_name: str, directory: Path, size: int | None = None) -> tuple[float, int, int]:
-    """(top-1, number of images, input size), through the app's preprocessing."""
-    model = load_model(model_name)
+def evaluate(model: str | nn.Module, directory: Path, size: int | None = None) -> tuple[float, int, int]:
+    """(top-1, number of images, input size) of a model (or a name for ``load_model``),
+    through the app's preprocessing."""
+    if isinstance(model, str):
+        model = load_model(model)
     meta = model.attnviz_meta
     size = size or meta.input_size
     data = decode_folder(directory, size)
