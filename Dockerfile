@@ -36,7 +36,7 @@ RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" \
         torch==2.14.1 torchvision==0.29.1 \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && pip check \
-    && python -c "import torch, torchvision, streamlit, streamlit_image_coordinates; print('torch', torch.__version__)"
+    && python -c "import torch, torchvision, streamlit; print('torch', torch.__version__)"
 
 # The package itself, installed like any wheel: its sample images, the live figure's
 # frontend and the shipped weights are package data (attnviz/shipped/).

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from functools import partial
 
 import streamlit as st
-from streamlit_image_coordinates import streamlit_image_coordinates
 
 from attnviz import figures, limits
 from attnviz.analysis import Analysis
 from attnviz.app import explorer, ui
+from attnviz.app.click_image import click_image, last_click
 from attnviz.app.live_figure import live_figure
 from attnviz.app.service import ModelRegistry, ResultCache, image_key, sample_images, shared
 from attnviz.cam import grad_cam
@@ -326,7 +326,7 @@ def clicked_query(a: Analysis, img_key: str, prefix: str) -> tuple[str, tuple[in
     click's, kept per image and model, or the centre before any click."""
     click_key = f"{prefix}click-{img_key}-{a.model_name}"
     query_key = f"{prefix}query-{img_key}-{a.model_name}"
-    click = st.session_state.get(click_key)
+    click = last_click(click_key)
     if click and st.session_state.get(f"{click_key}-seen") != click:
         st.session_state[f"{click_key}-seen"] = click
         st.session_state[query_key] = ui.to_image_xy(click, a.image_size)
@@ -340,8 +340,7 @@ def click_panel(a: Analysis, img_key: str) -> None:
     left, right = st.columns([3, 5])
     with left:
         shown = ui.marked_image(a.display, q, extent=a.image_size)
-        streamlit_image_coordinates(shown, width="stretch", key=click_key, cursor="crosshair",
-                                    image_format="JPEG", jpeg_quality=90)
+        click_image(shown, key=click_key)
         opacity, cmap = overlay_controls("sa")
     with right:
         st.caption(ui.QUALITY_HELP)
@@ -386,8 +385,7 @@ def view_axial(analyses: dict[str, Analysis], img_key: str) -> None:
     click_key, q = clicked_query(a, img_key, "ax")
     left, right = st.columns([2, 7])
     with left:
-        streamlit_image_coordinates(ui.marked_image(a.display, q, extent=a.image_size), width="stretch",
-                                    key=click_key, cursor="crosshair", image_format="JPEG", jpeg_quality=90)
+        click_image(ui.marked_image(a.display, q, extent=a.image_size), key=click_key)
     with right:
         for layer in a.self_attn:
             h, w = a.self_attn_grid[layer]

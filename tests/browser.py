@@ -76,7 +76,7 @@ def chromium_page(width: int = 1500, height: int = 1100, touch: bool = False):
 
 # --- driving the page (shared by tests/test_browser.py and benchmarks/page.py) ---------
 
-COMPONENT = 'iframe[title="streamlit_image_coordinates.streamlit_image_coordinates"]'
+COMPONENT = 'iframe[title="attnviz.app.click_image.click_image"]'
 IMAGE_UPLOADER = "JPEG, PNG"  # the start of the image uploader's label (other uploaders take weights)
 
 # The self-attention view draws each layer in a live figure (attnviz.app.live_figure), an
@@ -193,7 +193,7 @@ def original_pixel(cx: int, cy: int, shown: tuple[int, int], size: tuple[int, in
     return along(cx, shown[0], size[0]), along(cy, shown[1], size[1])
 
 
-# In the click component's frame: the clickable image's pixels at its natural size, as
+# In the click component's frame (attnviz.app.click_image): the clickable image's pixels at its natural size, as
 # counts of near-white pixels per column and per row (the cross-hair's white core).
 WHITE_COUNTS = """i => new Promise(resolve => {
   const read = () => {

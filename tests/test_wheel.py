@@ -31,6 +31,7 @@ def test_the_wheel_builds_quietly_and_works_outside_the_repository(tmp_path):
     assert "attnviz/shipped/se_resnet18.profile.json" in names
     assert "attnviz/app/live_figure_frontend/index.html" in names and "attnviz/samples/LICENSES.md" in names
     assert {f"attnviz/app/explorer_frontend/explorer.{ext}" for ext in ("html", "css", "js")} <= set(names)
+    assert {"attnviz/app/click_frontend/index.html", "attnviz/app/click_frontend/main.js"} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "docs/")) or "__pycache__" in n]
 
     site = tmp_path / "site"

@@ -91,7 +91,7 @@ def shows(a: Analysis, kind: str) -> bool:
 
 def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[int, int]:
     """A click in displayed pixels (``x``, ``y``, ``width``, ``height`` as
-    streamlit-image-coordinates returns it) -> the (x, y) of the original image's pixel
+    ``attnviz.app.click_image`` returns it) -> the (x, y) of the original image's pixel
     under the centre of the clicked displayed pixel."""
     width, height = image_size
     x = int((click["x"] + 0.5) * width / click["width"])
