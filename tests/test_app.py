@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -67,9 +68,10 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
 
 @pytest.mark.parametrize("view, how, charts, live, explorers", [
     # SE: overview, drill-down (maps, thumbnails), intervention, a bar chart per block;
-    # CBAM: 8 spatial maps, overview, bars, drill-down, intervention; self-attention: intervention
-    ("SE", None, 1 + 2 + 1 + 8, 0, 0), ("CBAM", None, 8 + 2 + 2 + 1, 0, 0), ("Self-attention", "Hover", 1, 0, 1),
-    ("Self-attention", "Click", 1, 2, 0), ("Axial", None, 3 * 3, 0, 0),
+    # CBAM: 8 spatial maps and Grad-CAM beside them, overview, bars, drill-down, intervention;
+    # self-attention: Grad-CAM, intervention
+    ("SE", None, 1 + 2 + 1 + 8, 0, 0), ("CBAM", None, 8 + 1 + 2 + 2 + 1, 0, 0),
+    ("Self-attention", "Hover", 1 + 1, 0, 1), ("Self-attention", "Click", 1 + 1, 2, 0), ("Axial", None, 3 * 3, 0, 0),
     ("Compare", None, 3 + 3, 0, 0)])
 def test_every_view_renders(app, view, how, charts, live, explorers):
     app.radio(key="view").set_value(view).run()
@@ -92,6 +94,22 @@ def test_compare_sets_grad_cam_of_each_model_under_its_attention(app):
         np.testing.assert_allclose(plotly_array(fig["data"][0]["z"]), r.map.numpy(), atol=1e-6)
         assert r.class_name in fig["layout"]["title"]["text"] and fig["data"][0]["zmax"] == 1
     assert ui.EXPLAIN["grad_cam"] in [c.value for c in app.caption]
+
+
+@pytest.mark.parametrize("view, how, cmap_key, model", [("CBAM", None, "cbam-cmap", "tiny_cbam_resnet18"),
+                                                          ("Self-attention", "Click", "sa-cmap", "tiny_sa_resnet18")])
+def test_grad_cam_is_drawn_beside_the_attention_in_its_colour_map(app, view, how, cmap_key, model):
+    app.radio(key="view").set_value(view).run()
+    if how:
+        app.radio(key="sa-how").set_value(how).run()
+    app.selectbox(key=cmap_key).set_value("Inferno").run()
+    assert not app.exception, app.exception
+    figs = [json.loads(c.proto.spec) for c in _charts(app)]
+    (cam,) = [f for f in figs if f["data"][0].get("colorbar", {}).get("title", {}).get("text") == figures.CAM_AXIS]
+    r = grad_cam(next(iter(sample_images().values())).read_bytes(), attnviz.load_model(model))
+    np.testing.assert_allclose(plotly_array(cam["data"][0]["z"]), r.map.numpy(), atol=1e-6)
+    assert cam["data"][0]["colorscale"] == json.loads(json.dumps(go.Heatmap(colorscale="Inferno").colorscale))
+    assert ui.EXPLAIN["grad_cam_beside"] in [c.value for c in app.caption]
 
 
 def _top5(chart) -> list[tuple[str, float]]:

@@ -26,6 +26,10 @@ EXPLAIN = {
     "grad_cam": "Above, where each attention module multiplies or mixes the features; below, Grad-CAM of the "
                 "same model's last stage: where the features that drive the predicted class's score lie "
                 "(min-max scaled, so relative), which need not be the same place.",
+    "grad_cam_beside": "Grad-CAM of the same model's last stage for its top class: where the features that drive "
+                       "that class's score lie (min-max scaled, so relative). The attention maps show where the "
+                       "model's gates multiply or its queries take their information from: not the same question, "
+                       "and they need not agree.",
 }
 
 QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
