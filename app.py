@@ -147,7 +147,7 @@ def view_predictions(analyses: dict[str, Analysis]) -> None:
         with col:
             acc = a.meta.metrics.get("val_top1") if a.meta else None
             st.markdown(f"**{name}**" + (f"  \nImagenette val top-1 {acc:.1%}" if acc else ""))
-            chart(figures.top_k_bars(a.top_k(5)), key=f"top5-{name}")
+            st.html(figures.top_k_html(a.top_k(5)))
             if a.meta and a.meta.arch.startswith("timm:"):
                 st.caption(registry().attention_line(name))
     st.caption("attnviz's own models know ten Imagenette classes (timm's ImageNet models 1,000); an image of "

@@ -9,7 +9,9 @@ which pytorch-grad-cam min-max scales per image, on 0..1 with that said on its a
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -47,6 +49,23 @@ def top_k_bars(top: Sequence[tuple[str, float]], title: str = "") -> go.Figure:
     fig.update_layout(title=title, height=60 + 28 * len(names), margin=dict(l=10, r=10, t=40 if title else 10, b=30))
     fig.update_xaxes(range=[0, 1], title="probability", tickformat=".0%")
     return fig
+
+
+def top_k_html(top: Sequence[tuple[str, float]]) -> str:
+    """The same bars as ``top_k_bars`` as plain HTML (best first, on 0..100 %), for the
+    page's first view: no plotting library to load before a visitor sees predictions.
+    ``data-top5`` carries the exact (class, probability) pairs, for tests and tools."""
+    pairs = [[str(n), float(p)] for n, p in top]
+    rows = "".join(
+        '<div style="display:flex;align-items:center;gap:8px;margin:3px 0">'
+        f'<span style="flex:0 0 38%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap" '
+        f'title="{html.escape(n)}">{html.escape(n)}</span>'
+        '<span style="flex:1 1 auto;background:rgba(128,128,128,0.15);height:18px;border-radius:2px">'
+        f'<span style="display:block;height:100%;width:{100 * min(max(p, 0.0), 1.0):.2f}%;background:#4c78a8;'
+        'border-radius:2px"></span></span>'
+        f'<span style="flex:0 0 3.6em;text-align:right;font-variant-numeric:tabular-nums">{p:.1%}</span></div>'
+        for n, p in pairs)
+    return f"<div data-top5='{html.escape(json.dumps(pairs), quote=True)}'>{rows}</div>"
 
 
 MAX_BARS = 256

@@ -1,6 +1,6 @@
 """Row 8: several people at once. N browser sessions (one Chromium, a context each)
 against one server, all at the same time: each uploads its own image, waits for every
-model's top-5 chart of THAT image (so a session shown another's results never
+model's top-5 bars of THAT image (so a session shown another's results never
 finishes: no cross-talk), then opens the self-attention view and clicks pixels, each
 to the moment its panel shows exactly ``Analysis.query`` of the pixel clicked."""
 

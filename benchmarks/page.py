@@ -2,7 +2,7 @@
 
 One session measures, in this order: cold start (process start -> healthy -> first
 complete render of the default sample), memory after that render, uploads of distinct
-images (set_input_files -> all top-5 charts show that image's predictions), memory
+images (set_input_files -> all top-5 bars show that image's predictions), memory
 after them, and clicks on the self-attention view (click -> the panel shows exactly
 ``Analysis.query`` of the clicked pixel)."""
 
@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 import numpy as np
 
 import attnviz
-from attnviz import figures
 from attnviz.app import ui
 from tests.browser import (
     CHROMIUM,
@@ -44,14 +43,10 @@ PAGE_TIMEOUT_S = 180.0
 CLICK_TIMEOUT_S = 30.0
 GB = 1e9
 
-# The x values (probabilities) of every bar chart on the page, in page order, as the
-# figures carry them: a plain list or plotly's {dtype, bdata, shape} encoding.
-READ_BARS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
-  const t = (gd.data || []).find(t => t.type === 'bar');
-  if (!t) return null;
-  return (t.x && t.x.bdata) ? {dtype: t.x.dtype, bdata: t.x.bdata, shape: t.x.shape ? String(t.x.shape) : null}
-                            : Array.from(t.x);
-}).filter(x => x !== null)"""
+# The probabilities of every top-5 on the page (attnviz.figures.top_k_html), in page
+# order, best first, as its data-top5 attribute carries them.
+READ_BARS = """() => Array.from(document.querySelectorAll('[data-top5]'))
+  .map(d => JSON.parse(d.dataset.top5).map(pair => pair[1]))"""
 
 
 @dataclass
@@ -145,23 +140,20 @@ def peak_rss(pid: int) -> int:
 # --- what the page should show --------------------------------------------------------
 
 def expected_bars(image: Path, names: list[str]) -> list[np.ndarray]:
-    """The x values of the app's top-5 charts for ``image``, one per model in page order,
-    built by the same package functions the app calls."""
-    return [np.asarray(figures.top_k_bars(attnviz.analyze(image, attnviz.load_model(n)).top_k(5)).data[0].x)
-            for n in names]
+    """The probabilities of the app's top-5 bars for ``image``, one list per model in page
+    order, best first, from the same package functions the app calls."""
+    return [np.asarray([p for _, p in attnviz.analyze(image, attnviz.load_model(n)).top_k(5)]) for n in names]
 
 
 def bars_match(read: list, expected: list[np.ndarray]) -> bool:
-    """Whether ``READ_BARS``' result is exactly these top-5 charts (all of them, new values)."""
-    from tests.conftest import plotly_array
-
-    shown = [plotly_array(v) for v in read]
+    """Whether ``READ_BARS``' result is exactly these top-5 bars (all of them, new values)."""
+    shown = [np.asarray(v) for v in read]
     return len(shown) == len(expected) and all(
         s.shape == e.shape and np.allclose(s, e, atol=1e-6) for s, e in zip(shown, expected))
 
 
 def shows_bars(page: Page, expected: list[np.ndarray]) -> bool:
-    """Whether the page shows exactly these top-5 charts (all of them, new values)."""
+    """Whether the page shows exactly these top-5 bars (all of them, new values)."""
     return bars_match(page.evaluate(READ_BARS), expected)
 
 
@@ -181,7 +173,7 @@ def upload_and_time(page: Page, images: list[Path], names: list[str], run: PageR
         file_input.wait_for(state="attached", timeout=PAGE_TIMEOUT_S * 1000)
         t0 = time.perf_counter()
         file_input.set_input_files(str(image))
-        wait_until(page, lambda: shows_bars(page, expected), f"the top-5 charts of {image.name}", PAGE_TIMEOUT_S)
+        wait_until(page, lambda: shows_bars(page, expected), f"the top-5 bars of {image.name}", PAGE_TIMEOUT_S)
         run.upload_s.append(time.perf_counter() - t0)
 
 
@@ -258,7 +250,7 @@ def browser_session(images: list[Path], clicks: int, hover_image: Path | None = 
             run.health_s = time.perf_counter() - t0
             pid = server_pid(url)
             page.goto(url)
-            wait_until(page, lambda: shows_bars(page, first_expected), "the default sample's top-5 charts",
+            wait_until(page, lambda: shows_bars(page, first_expected), "the default sample's top-5 bars",
                        PAGE_TIMEOUT_S)
             run.first_render_s = time.perf_counter() - t0
             run.rss_first = rss(pid)
@@ -300,7 +292,7 @@ def page_rows(run: PageRun) -> list[Row]:
                         + ", ".join(f"{k.split('.attn')[0]} {v / 1e6:.2f} MB" for k, v in run.layer_bytes.items()),
                         [run.hover_ready_s * 1000]))
     rows.append(Row(4, "upload → complete render", statistics.median(run.upload_s) * 1000, "ms", None,
-                    f"median of {n} uploads of new PNGs (set_input_files → all {n_models} top-5 charts show the "
+                    f"median of {n} uploads of new PNGs (set_input_files → all {n_models} top-5 bars show the "
                     f"image's predictions; {n_models} forward passes each)", [t * 1000 for t in run.upload_s]))
     rows.append(Row(5, "app memory, models loaded", run.rss_first / GB, "GB", None,
                     "VmRSS of the streamlit process (+ children) after the first render; GB = 10⁹ bytes",
@@ -312,11 +304,11 @@ def page_rows(run: PageRun) -> list[Row]:
                     "Popen(streamlit run serve.py) → /_stcore/health says ok (polled every 0.3 s; includes the "
                     "warm-up)", [run.health_s]))
     rows.append(Row(6, "cold start → first analysis", run.first_render_s, "s", None,
-                    f"Popen → page loaded in an open Chromium with all {n_models} top-5 charts of the default sample",
+                    f"Popen → page loaded in an open Chromium with all {n_models} top-5 bars of the default sample",
                     [run.first_render_s]))
     warm = run.first_render_s - run.health_s
     rows.append(Row(6, "healthy → first page with every model's predictions", warm, "s", 3,
-                    "from the first ok of /_stcore/health to all top-5 charts shown (serve.py loads the models and "
+                    "from the first ok of /_stcore/health to all top-5 bars shown (serve.py loads the models and "
                     "analyses the default sample before health says ok)", [warm]))
     return rows
 

@@ -81,7 +81,7 @@ with chromium_page() as page:
     t0 = time.perf_counter()
     page.goto(url)
     page.get_by_text("Imagenette val top-1").nth(3).wait_for(timeout=60_000)  # all four models' predictions
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('[data-top5]').length >= 4", timeout=60_000)
     shown = time.perf_counter() - t0
     exceptions = page.locator('[data-testid="stException"]').count()
     print(f"  first page with every model's predictions {shown:.2f} s after healthy; "

@@ -27,8 +27,9 @@ SAVED_WIDTH = 1000  # px: enough to read, small enough for the repository
 
 
 def charts_settled(page, last: list[int]) -> bool:
-    """True once the number of drawn charts (also inside live-figure frames) stops changing."""
-    n = page.locator(".js-plotly-plot").count()
+    """True once the number of drawn charts (also inside live-figure frames, and the
+    predictions' top-5 bars) stops changing."""
+    n = page.locator(".js-plotly-plot, [data-top5]").count()
     for frame in page.frames[1:]:
         try:
             n += frame.locator(".js-plotly-plot").count()

@@ -329,7 +329,7 @@ def test_a_timm_model_with_an_uploaded_checkpoint_is_listed_and_its_attention_dr
         page.get_by_text(name).first.wait_for(timeout=180_000)
         page.get_by_text("attention found: 3 self_attn").first.wait_for(timeout=120_000)
         top1 = reference.top_k(1)[0][0]
-        page.locator(".js-plotly-plot").filter(has_text=top1).first.wait_for(timeout=60_000)  # its top-5 chart
+        page.locator("[data-top5]").filter(has_text=top1).first.wait_for(timeout=60_000)  # its top-5
         open_view(page, "Self-attention")
         page.get_by_role("combobox", name="Model").click()
         page.get_by_role("option", name=name).click()

@@ -3,6 +3,10 @@ on what a user reads off them (scales, placement over the image, which values)."
 
 from __future__ import annotations
 
+import html
+import json
+import re
+
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -145,6 +149,16 @@ def test_top_k_bars_best_on_top_in_probability_units():
     bar = fig.data[0]
     assert list(bar.y) == ["parachute", "tench", "church"]  # plotly draws the last bar on top
     assert tuple(fig.layout.xaxis.range) == (0, 1)
+
+
+def test_top_k_html_carries_the_exact_pairs_best_first_and_escapes_class_names():
+    top = [("church <b>", 0.7123456789), ("tench's", 0.2), ("parachute", 0.0876543211)]
+    text = figures.top_k_html(top)
+    carried = re.search(r"data-top5='([^']*)'", text)[1]  # the attribute cannot be cut short by a name
+    assert json.loads(html.unescape(carried)) == [list(p) for p in top]
+    assert "<b>" not in text and "church &lt;b&gt;" in text
+    assert [float(w) for w in re.findall(r"width:([0-9.]+)%", text)] == [71.23, 20.0, 8.77]  # bars on 0..100 %
+    assert "71.2%" in text and "8.8%" in text
 
 
 def test_profile_figures_draw_each_class_and_this_image():
