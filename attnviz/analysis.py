@@ -178,6 +178,8 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
         with torch.inference_mode(), capture(model) as maps:
             logits = model(x)
     except AssertionError:  # timm's shape checks: BoTNet's and HaloNet's layers are built for one size
+        if meta is not None and size == meta.input_size:
+            raise  # at the model's own size an assertion is a bug, not a wrong setting: let it show
         name, own = (meta.name, f"; its own size is {meta.input_size}px") if meta else (type(model).__name__, "")
         raise ValueError(f"{name} does not run at a {size}px input{own}") from None
     probs = logits.float().softmax(-1)[0]
