@@ -5,7 +5,9 @@
 For each shipped model with channel gates or self-attention, the median time of
 ``attnviz.intervene`` (JPEG bytes of the default sample; decoding, two forward passes)
 for every intervention its view offers, on the whole model and on its last block, and of
-``attnviz.features.block_features`` plus the drill-down's two figures. The browser's
+``attnviz.features.block_features`` plus the drill-down's two figures, and of the Grad-CAM
+drawn beside the attention (``attnviz.cam.grad_cam`` of the top class: what a view waits
+for the first time it opens on an image; cached afterwards). The browser's
 share (rerun, drawing) is measured by tests/test_browser.py, which prints it.
 """
 
@@ -21,6 +23,7 @@ import attnviz
 from attnviz import figures
 from attnviz.app import ui
 from attnviz.app.service import sample_images
+from attnviz.cam import grad_cam
 from attnviz.features import block_features, gated_modules
 
 from .timing import timed
@@ -57,6 +60,8 @@ def main() -> None:
                 figures.channel_maps(a.display, {"before": f.before[0], "after": f.after[0]}, extent=a.image_size)
                 figures.channel_thumbnails(a.display, f.before[top + bottom], [""] * 16, extent=a.image_size)
             print(f"| {name} | drill-down (capture + 2 figures) | {module} | {median_ms(drill, args.reps):.0f} ms |")
+        cam_ms = median_ms(lambda: grad_cam(data, model), args.reps)
+        print(f"| {name} | Grad-CAM of the top class (first open of a view) | last stage | {cam_ms:.0f} ms |")
 
 
 if __name__ == "__main__":
