@@ -200,7 +200,7 @@ def view_cbam(analyses: dict[str, Analysis], data: bytes, img_key: str) -> None:
                                   opacity=opacity, colorscale=cmap, background=bg, extent=a.image_size,
                                   width_px=ui.MAP_WIDTH["cbam"]), key=f"cbam-s-{path}")
     with cols[len(a.cbam_spatial) % 2]:
-        cam_chart(a, img_key, ui.MAP_WIDTH["cbam"], (opacity, cmap))
+        cam_chart(a, img_key, "cbam", ui.MAP_WIDTH["cbam"], (opacity, cmap))
     st.caption(ui.EXPLAIN["grad_cam_beside"])
     clickable_chart(figures.gates_heatmap(a.cbam_channel, "CBAM channel gates of every block: click one",
                                           clickable=True), "cbam-overview", "cbam")
@@ -301,7 +301,7 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str, data: bytes
     left, right = st.columns([2, 3])
     with left:
         look = st.session_state.get("sa-opacity", 0.55), st.session_state.get("sa-cmap", figures.DEFAULT_COLORSCALE)
-        cam_chart(a, img_key, ui.MAP_WIDTH["cbam"], look)
+        cam_chart(a, img_key, "sa", ui.MAP_WIDTH["cbam"], look)
     right.caption(ui.EXPLAIN["grad_cam_beside"])
     intervention_panel(a, "self_attn", data, img_key, list(a.self_attn))
 
@@ -423,9 +423,10 @@ def cam_for(img_key: str, name: str, _a: Analysis):
     return grad_cam(_a.image, registry().get(name), int(_a.probs.argmax()), size=_a.size)
 
 
-def cam_chart(a: Analysis, img_key: str, width_px: int, look: tuple[float, str] | None = None) -> None:
+def cam_chart(a: Analysis, img_key: str, where: str, width_px: int, look: tuple[float, str] | None = None) -> None:
     """Grad-CAM of ``a``'s model and top class, drawn as its attention maps are (``look``:
-    their opacity and colour map)."""
+    their opacity and colour map); ``where``: the place on the page (one model can be
+    shown in two columns of the Compare view)."""
     try:
         r = cam_for(img_key, a.model_name, a)
     except (ImportError, WeightsError) as exc:
@@ -434,7 +435,7 @@ def cam_chart(a: Analysis, img_key: str, width_px: int, look: tuple[float, str] 
     opacity, cmap = look or (0.55, figures.DEFAULT_COLORSCALE)
     chart(figures.cam_overlay(a.display, r.map, f"Grad-CAM {r.layer}: {r.class_name}", opacity=opacity,
                               colorscale=cmap, extent=a.image_size, width_px=width_px),
-          key=f"cam-{width_px}-{a.model_name}")
+          key=f"cam-{where}-{a.model_name}")
 
 
 def view_compare(analyses: dict[str, Analysis], img_key: str) -> None:
@@ -446,7 +447,7 @@ def view_compare(analyses: dict[str, Analysis], img_key: str) -> None:
         if a:
             path = compare_layer("se", list(a.se))
             chart(figures.gate_bars(a.se[path], f"{figures.short_name(path)} gates", sort=True), key="cmp-se")
-            cam_chart(a, img_key, ui.MAP_WIDTH["compare"])
+            cam_chart(a, img_key, "cmp-se", ui.MAP_WIDTH["compare"])
     with cols[1]:
         st.subheader("CBAM: channels + where")
         st.caption(ui.EXPLAIN["cbam"])
@@ -455,7 +456,7 @@ def view_compare(analyses: dict[str, Analysis], img_key: str) -> None:
             path = compare_layer("cbam", list(a.cbam_spatial))
             chart(figures.overlay(a.display, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate",
                                   extent=a.image_size, width_px=ui.MAP_WIDTH["compare"]), key="cmp-cbam")
-            cam_chart(a, img_key, ui.MAP_WIDTH["compare"])
+            cam_chart(a, img_key, "cmp-cbam", ui.MAP_WIDTH["compare"])
     with cols[2]:
         st.subheader("Self-attention: point to point")
         st.caption(ui.EXPLAIN["self_attn"])
@@ -466,7 +467,7 @@ def view_compare(analyses: dict[str, Analysis], img_key: str) -> None:
             chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size,
                                      width_px=ui.MAP_WIDTH["compare"]), key="cmp-sa")
             st.caption("Query: the image centre (choose another in the Self-attention view).")
-            cam_chart(a, img_key, ui.MAP_WIDTH["compare"])
+            cam_chart(a, img_key, "cmp-sa", ui.MAP_WIDTH["compare"])
     st.caption(ui.EXPLAIN["grad_cam"])
 
 
