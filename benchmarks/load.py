@@ -109,7 +109,7 @@ def load_rows(run: LoadRun) -> list[Row]:
     if run.upload_s:
         rows.append(Row(8, FIGURES[0], p95(run.upload_s) * 1000, "ms", None,
                         f"{len(run.upload_s)} of {n} sessions at once, each its own new image, to every model's top-5 "
-                        f"chart of that image; median {statistics.median(run.upload_s) * 1000:.0f} ms",
+                        f"bars of that image; median {statistics.median(run.upload_s) * 1000:.0f} ms",
                         [t * 1000 for t in run.upload_s]))
     else:
         rows.append(skipped(8, FIGURES[0], "ms", "no session finished an upload"))
