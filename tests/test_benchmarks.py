@@ -63,7 +63,9 @@ def test_the_interventions_benchmark_reports_every_panel(capsys, monkeypatch):
         torch.set_num_threads(threads)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " ms |" in line]
     offered = sum(2 * len(ui.interventions_for(v, v == "se")) for v in interventions.VIEWS.values())
-    assert len(rows) == offered + 2  # every intervention twice (whole model, last block), two drill-downs
+    # every intervention twice (whole model, last block), two drill-downs, a Grad-CAM per model
+    assert len(rows) == offered + 2 + len(interventions.VIEWS)
+    assert sum("Grad-CAM" in r for r in rows) == len(interventions.VIEWS)
 
 
 def test_axial_benchmark_quick_mode_reports_the_three_ratios(tmp_path):

@@ -321,6 +321,7 @@ def test_a_timm_model_with_an_uploaded_checkpoint_is_listed_and_its_attention_dr
         page.goto(url)
         page.get_by_text("Your own model (timm)").click()
         page.get_by_role("combobox", name="Architecture").click()
+        page.keyboard.type("botnet26t")  # the list is long: filter it rather than scroll
         page.get_by_role("option", name="botnet26t_256: query maps of 3 BoTNet layers").click()
         page.locator('[data-testid="stFileUploader"]').filter(has_text="Checkpoint").locator(
             'input[type="file"]').set_input_files(str(ckpt))
