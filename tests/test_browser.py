@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 import attnviz
+from attnviz import timm_adapter
 from attnviz.app import explorer, ui
 from attnviz.app.service import sample_images
 
@@ -319,10 +320,23 @@ def test_a_timm_model_with_an_uploaded_checkpoint_is_listed_and_its_attention_dr
 
     with app_server() as url, chromium_page() as page:
         page.goto(url)
+        page.locator("[data-top5]").nth(3).wait_for(timeout=120_000)  # the first page is done: no rerun under way
         page.get_by_text("Your own model (timm)").click()
-        page.get_by_role("combobox", name="Architecture").click()
-        page.keyboard.type("botnet26t")  # the list is long: filter it rather than scroll
-        page.get_by_role("option", name="botnet26t_256: query maps of 3 BoTNet layers").click()
+        # Chosen with the keyboard: the list is long, and a click on its option (or typing to
+        # filter it) kept missing as the list was laid out again under the pointer. Keys
+        # pressed while the list is still opening are lost: settle, and try again if so.
+        arch = page.get_by_role("combobox", name="Architecture")
+        for _ in range(3):
+            arch.click()
+            page.wait_for_timeout(300)
+            for _ in range(list(timm_adapter.SUPPORTED).index("botnet26t_256")):
+                page.keyboard.press("ArrowDown")
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(300)
+            if arch.input_value().startswith("botnet26t_256:"):
+                break
+            page.keyboard.press("Escape")
+        assert arch.input_value().startswith("botnet26t_256:"), arch.input_value()
         page.locator('[data-testid="stFileUploader"]').filter(has_text="Checkpoint").locator(
             'input[type="file"]').set_input_files(str(ckpt))
         page.get_by_role("button", name="Load this model").click(timeout=120_000)  # shown once uploaded
