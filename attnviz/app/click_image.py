@@ -11,12 +11,12 @@ blocked (the hover explorer's fallback is this panel)."""
 
 from __future__ import annotations
 
-import base64
-import io
 from functools import cache
 from pathlib import Path
 
 from PIL import Image
+
+from ..figures import jpeg_uri
 
 FRONTEND = Path(__file__).resolve().parent / "click_frontend"
 
@@ -26,12 +26,6 @@ def _component():
     import streamlit.components.v1 as components
 
     return components.declare_component("click_image", path=str(FRONTEND))
-
-
-def jpeg_data_url(im: Image.Image, quality: int = 90) -> str:
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def last_click(key: str) -> dict | None:
@@ -44,4 +38,4 @@ def last_click(key: str) -> dict | None:
 
 def click_image(im: Image.Image, key: str) -> dict | None:
     """Show ``im``; returns the last click on it (as ``last_click``)."""
-    return _component()(src=jpeg_data_url(im), key=key, default=None)
+    return _component()(src=jpeg_uri(im, quality=90), key=key, default=None)
