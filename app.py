@@ -295,20 +295,19 @@ def view_self_attention(analyses: dict[str, Analysis], img_key: str, data: bytes
     st.caption(ui.EXPLAIN["self_attn"])
     how = st.radio("Query by", ui.QUERY_MODES, horizontal=True, key="sa-how")
     if how == ui.QUERY_MODES[0]:
-        hover_explorer(a, f"{img_key}-{a.model_name}")
+        look = hover_explorer(a, f"{img_key}-{a.model_name}")
     else:
-        click_panel(a, img_key)
+        look = click_panel(a, img_key)
     left, right = st.columns([2, 3])
     with left:
-        look = st.session_state.get("sa-opacity", 0.55), st.session_state.get("sa-cmap", figures.DEFAULT_COLORSCALE)
         cam_chart(a, img_key, "sa", ui.MAP_WIDTH["cbam"], look)
     right.caption(ui.EXPLAIN["grad_cam_beside"])
     intervention_panel(a, "self_attn", data, img_key, list(a.self_attn))
 
 
-def hover_explorer(a: Analysis, ident: str) -> None:
+def hover_explorer(a: Analysis, ident: str) -> tuple[float, str]:
     """The self-attention map follows the pointer in the browser (attnviz.app.explorer);
-    the pinned pixels live in the URL."""
+    the pinned pixels live in the URL. Returns the opacity and colour map chosen."""
     opacity, cmap = overlay_controls("sa")
     st.caption(ui.QUALITY_HELP)
     for layer in a.self_attn:
@@ -327,6 +326,7 @@ def hover_explorer(a: Analysis, ident: str) -> None:
             st.query_params["pins"] = explorer.format_pins(pins)
         else:
             del st.query_params["pins"]
+    return opacity, cmap
 
 
 def clicked_query(a: Analysis, img_key: str, prefix: str) -> tuple[str, tuple[int, int]]:
@@ -341,8 +341,9 @@ def clicked_query(a: Analysis, img_key: str, prefix: str) -> tuple[str, tuple[in
     return click_key, st.session_state.get(query_key, ui.centre(a.image_size))
 
 
-def click_panel(a: Analysis, img_key: str) -> None:
-    """Query by clicking: every click is a rerun that redraws each layer's panel on the server."""
+def click_panel(a: Analysis, img_key: str) -> tuple[float, str]:
+    """Query by clicking: every click is a rerun that redraws each layer's panel on the server.
+    Returns the opacity and colour map chosen."""
     st.caption("Click the image to choose the query pixel.")
     click_key, q = clicked_query(a, img_key, "")
     left, right = st.columns([3, 5])
@@ -364,6 +365,7 @@ def click_panel(a: Analysis, img_key: str) -> None:
                                             colorscale=cmap, extent=a.image_size, quality=quality,
                                             width_px=ui.MAP_WIDTH["self_attn"]),
                         key=f"sa-{layer}", config=PNG_CONFIG)
+    return opacity, cmap
 
 
 def view_context(analyses: dict[str, Analysis]) -> None:
@@ -432,10 +434,9 @@ def cam_chart(a: Analysis, img_key: str, where: str, width_px: int, look: tuple[
     except (ImportError, WeightsError) as exc:
         st.info(f"No Grad-CAM: {exc}")
         return
-    opacity, cmap = look or (0.55, figures.DEFAULT_COLORSCALE)
-    chart(figures.cam_overlay(a.display, r.map, f"Grad-CAM {r.layer}: {r.class_name}", opacity=opacity,
-                              colorscale=cmap, extent=a.image_size, width_px=width_px),
-          key=f"cam-{where}-{a.model_name}")
+    drawn = {} if look is None else {"opacity": look[0], "colorscale": look[1]}  # else the figures' defaults
+    chart(figures.cam_overlay(a.display, r.map, f"Grad-CAM {r.layer}: {r.class_name}", extent=a.image_size,
+                              width_px=width_px, **drawn), key=f"cam-{where}-{a.model_name}")
 
 
 def view_compare(analyses: dict[str, Analysis], img_key: str) -> None:
