@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
+import json
+import re
 
 import numpy as np
 import pytest
@@ -73,3 +76,14 @@ def plotly_array(value) -> np.ndarray:
         shape = value.get("shape")
         return a.reshape([int(s) for s in str(shape).split(",")]) if shape else a
     return np.asarray(value, dtype=float)
+
+
+def top5_pairs(text: str) -> list[tuple[str, float]]:
+    """The (class, probability) pairs that ``figures.top_k_html`` carries in its data-top5
+    attribute (single-quoted: a class name must not cut it short)."""
+    return [(n, p) for n, p in json.loads(html.unescape(re.search(r"data-top5='([^']*)'", text)[1]))]
+
+
+def page_top5s(at) -> list[list[tuple[str, float]]]:
+    """Every top-5 an ``AppTest`` page shows, in page order, best first."""
+    return [top5_pairs(h.proto.body) for h in at.get("html") if "data-top5=" in h.proto.body]

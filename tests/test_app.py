@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import html
 import io
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from attnviz.app.service import image_key, sample_images
 from attnviz.cam import grad_cam
 
 from .browser import original_pixel
-from .conftest import noise_image, plotly_array
+from .conftest import noise_image, page_top5s, plotly_array
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -64,7 +62,7 @@ def _live_figures(at) -> list[dict]:
 def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     assert app.radio(key="source").value == "Sample"
     assert app.selectbox(key="sample").value == "temple" == next(iter(sample_images()))  # a church
-    assert len(_top5s(app)) == 5  # top-5 of the five tiny models side by side, as HTML: no chart to load
+    assert len(page_top5s(app)) == 5  # top-5 of the five tiny models side by side, as HTML: no chart to load
     assert not _charts(app)
     assert not app.error
 
@@ -115,19 +113,13 @@ def test_grad_cam_is_drawn_beside_the_attention_in_its_colour_map(app, view, how
     assert ui.EXPLAIN["grad_cam_beside"] in [c.value for c in app.caption]
 
 
-def _top5s(at) -> list[list[tuple[str, float]]]:
-    """Every top-5 on the page (figures.top_k_html): its (class, probability) bars, best first."""
-    return [[(n, p) for n, p in json.loads(html.unescape(re.search(r"data-top5='([^']*)'", h.proto.body)[1]))]
-            for h in at.get("html") if "data-top5=" in h.proto.body]
-
-
 def test_upload_is_analysed(app):
-    sample = _top5s(app)
+    sample = page_top5s(app)
     data = _png()
     app.radio(key="source").set_value("Upload").run()
     app.file_uploader(key="upload").set_value(("mine.png", data, "image/png")).run()
     assert not app.exception and not app.error
-    shown = _top5s(app)
+    shown = page_top5s(app)
     expected = [attnviz.analyze(data, attnviz.load_model(n)).top_k(5) for n in attnviz.available_models()]
     assert len(shown) == len(expected) == 5
     for bars, top in zip(shown, expected):  # every model's bars are the uploaded image's predictions
@@ -143,7 +135,7 @@ def test_bad_upload_gives_one_clear_line_and_the_app_stays_up(app):
     assert len(app.error) == 1 and "not a readable image" in app.error[0].value
     assert "\n" not in app.error[0].value
     app.file_uploader(key="upload").set_value(("ok.png", _png(), "image/png")).run()
-    assert not app.exception and not app.error and len(_top5s(app)) == 5
+    assert not app.exception and not app.error and len(page_top5s(app)) == 5
 
 
 @pytest.mark.parametrize("click", [(112, 168), (0, 0), (447, 223), (447, 0), (0, 223)])
@@ -208,7 +200,7 @@ def test_own_weights_can_be_uploaded_and_a_bad_pair_is_refused(app, tiny_weights
     app.button(key="own-load").click().run()
     assert not app.exception and not app.error
     assert any("(uploaded " in s.value for s in app.success)
-    assert len(_top5s(app)) == 6  # the five tiny models and the uploaded one
+    assert len(page_top5s(app)) == 6  # the five tiny models and the uploaded one
 
 
 def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_uniform(tmp_path, monkeypatch):

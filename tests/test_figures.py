@@ -3,8 +3,6 @@ on what a user reads off them (scales, placement over the image, which values)."
 
 from __future__ import annotations
 
-import html
-import json
 import re
 
 import numpy as np
@@ -16,6 +14,8 @@ from PIL import Image
 from attnviz import figures
 from attnviz.image import feature_cell
 from attnviz.profile import SEProfile
+
+from .conftest import top5_pairs
 
 
 def _heatmaps(fig: go.Figure) -> list[go.Heatmap]:
@@ -154,8 +154,7 @@ def test_top_k_bars_best_on_top_in_probability_units():
 def test_top_k_html_carries_the_exact_pairs_best_first_and_escapes_class_names():
     top = [("church <b>", 0.7123456789), ("tench's", 0.2), ("parachute", 0.0876543211)]
     text = figures.top_k_html(top)
-    carried = re.search(r"data-top5='([^']*)'", text)[1]  # the attribute cannot be cut short by a name
-    assert json.loads(html.unescape(carried)) == [list(p) for p in top]
+    assert top5_pairs(text) == top  # whole: no name cuts the attribute short
     assert "<b>" not in text and "church &lt;b&gt;" in text
     assert [float(w) for w in re.findall(r"width:([0-9.]+)%", text)] == [71.23, 20.0, 8.77]  # bars on 0..100 %
     assert "71.2%" in text and "8.8%" in text

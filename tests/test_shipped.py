@@ -4,8 +4,6 @@ profile the app draws is there too."""
 
 from __future__ import annotations
 
-import html
-import json
 import re
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from attnviz.profile import SEProfile, profile_path
 from attnviz.training.evaluate import model_targets, predict
 from attnviz.training.recipe import IMAGENETTE_NAMES, Recipe
 from attnviz.weights import SHIPPED_DIR, load_pair
+
+from .conftest import page_top5s
 
 ROOT = Path(__file__).resolve().parent.parent
 VAL = ROOT.parent / "shared" / "data" / "imagenette2-224" / "val"
@@ -105,8 +105,7 @@ def test_the_app_opens_on_the_shipped_models_with_their_true_predictions(monkeyp
     at.run()
     assert not at.exception and not at.error
     sample = sample_images()[at.selectbox(key="sample").value]
-    top5s = [json.loads(html.unescape(re.search(r"data-top5='([^']*)'", h.proto.body)[1]))
-             for h in at.get("html") if "data-top5=" in h.proto.body]  # figures.top_k_html
+    top5s = page_top5s(at)
     assert len(top5s) == len(SHIPPED)
     for name, shown in zip(sorted(SHIPPED), top5s):  # side by side, in name order
         expected = attnviz.analyze(sample, attnviz.load_model(name)).top_k(5)
