@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..image import normalize
-from ..weights import IMAGENET_MEAN, IMAGENET_STD, WeightsError, WeightsMeta, load_model
+from ..weights import IMAGENET_MEAN, IMAGENET_STD, WeightsError, WeightsMeta
 from .data import DecodedFolder, decode_folder
 
 
@@ -42,11 +42,9 @@ def model_targets(meta: WeightsMeta, data: DecodedFolder) -> torch.Tensor:
     return torch.tensor([index[data.classes[i]] for i in data.labels.tolist()])
 
 
-def evaluate(model: str | nn.Module, directory: Path, size: int | None = None) -> tuple[float, int, int]:
-    """(top-1, number of images, input size) of a model (or a name for ``load_model``),
+def evaluate(model: nn.Module, directory: Path, size: int | None = None) -> tuple[float, int, int]:
+    """(top-1, number of images, input size) of a loaded model (``attnviz.load_model``),
     through the app's preprocessing."""
-    if isinstance(model, str):
-        model = load_model(model)
     meta = model.attnviz_meta
     size = size or meta.input_size
     data = decode_folder(directory, size)
