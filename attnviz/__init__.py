@@ -13,8 +13,9 @@ from .capture import attention_modules, capture
 from .features import BlockFeatures, block_features
 from .image import ImageError, load_image
 from .intervene import INTERVENTIONS, intervene
+from .loading import available_models, load_model
 from .models import ARCHITECTURES, build_model
-from .weights import WeightsError, WeightsMeta, available_models, load_model, load_pair, save_pair
+from .weights import WeightsError, WeightsMeta, load_pair, save_pair
 
 __version__ = "0.1.0"
 

@@ -12,11 +12,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .attention_quality import head_quality, step_rows
 from .capture import capture
 from .image import ImageSource, display_image, feature_cell, grid_to_image, open_image, prepare
+from .kinds import KINDS
 from .layers.axial import compose
 from .limits import MAX_COMPOSED_MB
-from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_model
+from .loading import load_model
+from .weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta
 
 
 @dataclass
@@ -50,16 +53,16 @@ class Analysis:
     classes: list[str]
     size: int
     probs: torch.Tensor
-    se: dict[str, torch.Tensor] = field(default_factory=dict)
-    cbam_channel: dict[str, torch.Tensor] = field(default_factory=dict)
-    cbam_spatial: dict[str, torch.Tensor] = field(default_factory=dict)
-    self_attn: dict[str, torch.Tensor] = field(default_factory=dict)
+    maps: dict[str, dict[str, torch.Tensor]] = field(default_factory=lambda: {k: {} for k in KINDS})
     self_attn_grid: dict[str, tuple[int, int]] = field(default_factory=dict)
-    context: dict[str, torch.Tensor] = field(default_factory=dict)
-    axial_height: dict[str, torch.Tensor] = field(default_factory=dict)
-    axial_width: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: WeightsMeta | None = None
     original_size: tuple[int, int] | None = None
+
+    def __getattr__(self, name: str) -> dict[str, torch.Tensor]:
+        maps = self.__dict__.get("maps")
+        if maps is not None and name in KINDS:  # a.se, a.self_attn, ...: that kind's maps
+            return maps.setdefault(name, {})
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -78,10 +81,15 @@ class Analysis:
         """Self-attention layer -> each head's ``HeadQuality`` in this image (entropy ÷
         log N, query-dependence), computed once: every click redraws with them. An axial
         layer has its composed map's figures under its own path and each step's under the
-        step's path (``attention_quality.attention_rows``)."""
-        from .attention_quality import attention_rows, head_quality  # that module imports this one
+        step's path (``attention_rows``)."""
+        return {layer: head_quality(t) for layer, t in self.attention_rows().items()}
 
-        return {layer: head_quality(t) for layer, t in attention_rows(self).items()}
+    def attention_rows(self) -> dict[str, torch.Tensor]:
+        """Every attention matrix the quality figures apply to, path -> (heads, queries,
+        keys): ``self_attn`` (composed axial maps included), then each axial step's rows
+        (``attention_quality.step_rows``)."""
+        steps = {**self.axial_height, **self.axial_width}
+        return {**self.self_attn, **{path: step_rows(t) for path, t in steps.items()}}
 
     def axial_steps(self, layer: str) -> tuple[str, str]:
         """(height step path, width step path) of the axial layer ``layer`` (a key of
@@ -131,9 +139,7 @@ class Analysis:
     @property
     def nbytes(self) -> int:
         """Memory held by the tensors and the image (for bounded caches)."""
-        tensors = [self.probs, *self.se.values(), *self.cbam_channel.values(), *self.cbam_spatial.values(),
-                   *self.self_attn.values(), *self.context.values(), *self.axial_height.values(),
-                   *self.axial_width.values()]
+        tensors = [self.probs, *(t for kept in self.maps.values() for t in kept.values())]
         images = [self.image, *([self.__dict__["display"]] if "display" in self.__dict__ else [])]
         return sum(t.numel() * t.element_size() for t in tensors) + sum(i.width * i.height * 3 for i in images)
 
@@ -186,21 +192,11 @@ def analyze(image: ImageSource, model: nn.Module | str, size: int | None = None)
     classes = list(meta.classes) if meta else [f"class {i}" for i in range(len(probs))]
     result = Analysis(image=im, model_name=meta.name if meta else type(model).__name__,
                       classes=classes, size=size, probs=probs, meta=meta, original_size=original_size)
-    for path, t in maps.of_kind("se").items():
-        result.se[path] = t[0, :, 0, 0]
-    for path, t in maps.of_kind("cbam_channel").items():
-        result.cbam_channel[path] = t[0, :, 0, 0]
-    for path, t in maps.of_kind("cbam_spatial").items():
-        result.cbam_spatial[path] = t[0, 0]
-    for path, t in maps.of_kind("self_attn").items():
-        result.self_attn[path] = t[0]
+    for kind in KINDS.values():
+        for path, t in maps.of_kind(kind.name).items():
+            result.maps[kind.name][path] = kind.keep(t, 0)
+    for path, t in result.self_attn.items():
         result.self_attn_grid[path] = _grid_of(t.shape[-1], size)
-    for path, t in maps.of_kind("context").items():
-        result.context[path] = t[0]
-    for path, t in maps.of_kind("axial_height").items():
-        result.axial_height[path] = t[0]
-    for path, t in maps.of_kind("axial_width").items():
-        result.axial_width[path] = t[0]
     for layer, (height, width) in axial_layers(maps).items():
         heads, w, h, _ = height.shape[1:]
         mb = heads * (h * w) ** 2 * 4 / 2**20

@@ -14,25 +14,20 @@ u_1..u_M, the mean cosine over the M(M-1) ordered pairs i != j is
 deterministic. Entropy and query-dependence come from one image; image-dependence
 needs several images of one size (``AttentionQuality`` gathers them).
 
-An axial attention layer is measured three times (``attention_rows``): its composed
-map (heads, N, N) under the layer's path, and each step's rows under the step's path,
-the height step's as (heads, W*H, H) (every cell's row along its column: N = H there)
-and the width step's as (heads, H*W, W).
+An axial attention layer is measured three times (``Analysis.attention_rows``): its
+composed map (heads, N, N) under the layer's path, and each step's rows under the step's
+path, the height step's as (heads, W*H, H) (every cell's row along its column: N = H
+there) and the width step's as (heads, H*W, W).
+
+This module is the arithmetic only; ``attention_stats`` runs models over images with it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
-from .analysis import Analysis, analyze, axial_layers
-from .capture import capture
-from .image import ImageError, ImageSource, normalize
-from .layers.axial import compose
 
 # A head whose entropy is at least this share of log N is "near uniform" in the app.
 NEAR_UNIFORM = 0.95
@@ -42,25 +37,6 @@ def step_rows(step: torch.Tensor) -> torch.Tensor:
     """An axial step's weights (heads, lines, n, n) as rows (heads, lines * n, n): every
     query cell's attention along its line, measured as rows of n keys."""
     return step.reshape(step.shape[0], -1, step.shape[-1])
-
-
-def attention_rows(a: Analysis) -> dict[str, torch.Tensor]:
-    """Every attention matrix of one analysis that the figures apply to, path -> (heads,
-    queries, keys): ``a.self_attn`` (composed axial maps included), then each axial step's
-    rows (``step_rows``)."""
-    steps = {**a.axial_height, **a.axial_width}
-    return {**a.self_attn, **{path: step_rows(t) for path, t in steps.items()}}
-
-
-def _image_rows(maps, j: int) -> dict[str, torch.Tensor]:
-    """``attention_rows`` of image ``j`` of a ``capture``'s batch: path -> (heads, queries,
-    keys). Composed one image at a time: a batch of 56x56 composed maps would be GBs."""
-    rows = {path: t[j] for path, t in maps.of_kind("self_attn").items()}
-    for layer, (height, width) in axial_layers(maps).items():
-        rows[layer] = compose(height[j], width[j])
-    for kind in ("axial_height", "axial_width"):
-        rows.update({path: step_rows(t[j]) for path, t in maps.of_kind(kind).items()})
-    return rows
 
 
 def _unit_rows(attn: torch.Tensor) -> torch.Tensor:
@@ -170,40 +146,3 @@ class AttentionQuality:
             out[layer] = [HeadQuality(float(e) / m, float(q) / m, None if i is None else float(i))
                           for e, q, i in zip(self._entropy[layer].tolist(), self._query[layer].tolist(), image)]
         return out
-
-
-def measure(images: Iterable[ImageSource], model: nn.Module, *, size: int | None = None,
-            on_error: Callable[[ImageSource, Exception], None] | None = None) -> AttentionQuality:
-    """The figures of ``model``'s self-attention (axial steps and composed maps
-    included, ``attention_rows``) over ``images``, each analysed as ``attnviz.analyze`` does
-    (squashed to ``size``, default the model's). An unreadable image goes
-    to ``on_error`` and is skipped (without it, its ``ImageError`` is raised)."""
-    meter = AttentionQuality()
-    for source in images:
-        try:
-            a = analyze(source, model, size)
-        except ImageError as exc:
-            if on_error is None:
-                raise
-            on_error(source, exc)
-            continue
-        if not a.self_attn:
-            raise ValueError(f"{a.model_name} has no self-attention layer")
-        meter.add(attention_rows(a))
-    return meter
-
-
-@torch.inference_mode()
-def measure_batches(model: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 32) -> AttentionQuality:
-    """The figures over a decoded folder: (N, 3, S, S) uint8 images already squashed to
-    the input size, as ``analyze`` would prepare them, run in batches (one capture per
-    batch, so that only one batch's attention matrices are held at a time)."""
-    meter = AttentionQuality()
-    for i in range(0, len(images), batch_size):
-        with capture(model) as maps:
-            model(normalize(images[i : i + batch_size], mean, std))
-        if not any(maps.of_kind(kind) for kind in ("self_attn", "axial_height")):
-            raise ValueError("the model has no self-attention layer")
-        for j in range(min(batch_size, len(images) - i)):
-            meter.add(_image_rows(maps, j))
-    return meter

@@ -41,35 +41,47 @@ from torch import nn
 
 from .analysis import model_input
 from .image import ImageSource
+from .loading import build_like
 from .weights import WeightsMeta
 
 CAM_LAYER = "layer4"
-"""The module whose output Grad-CAM weighs: the last stage, as in the Grad-CAM paper."""
+"""The last stage of attnviz's ResNets (and torchvision's): Grad-CAM's layer for them."""
 
 
 def private_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` that shares no tensor, no hook and no state with it, in eval
     mode, its parameters not requiring gradients.
 
-    An attnviz model (one with ``attnviz_meta``) is rebuilt from its metadata and its
+    A model loaded by attnviz (one with ``attnviz_meta``: its own, a weights pair, a timm
+    model) is rebuilt from its metadata (``loading.build_like``) and given its
     ``state_dict``: that only reads parameters and buffers, so it is safe while other
     threads add and remove hooks on the same model (``copy.deepcopy`` copies the hook
     dictionaries, and fails if one changes meanwhile). Any other module is deep-copied,
     without its hooks."""
-    meta: WeightsMeta | None = getattr(model, "attnviz_meta", None)
-    if meta is not None:
-        from .models import build_model
-
-        with torch.random.fork_rng(devices=[]):  # its random initialisation leaves the caller's random state alone
-            twin = build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
+    if getattr(model, "attnviz_meta", None) is not None:
+        twin = build_like(model)
         twin.load_state_dict(model.state_dict(), strict=True)
-        twin.attnviz_meta = meta
     else:
         twin = copy.deepcopy(model)
         for m in twin.modules():
             for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks):
                 hooks.clear()
     return twin.eval().requires_grad_(False)
+
+
+def target_layer(model: nn.Module) -> str:
+    """The module whose output Grad-CAM weighs: the last stage of the backbone, as in the
+    Grad-CAM paper. attnviz's ResNets and torchvision's: ``layer4``; a timm model: the last
+    entry of its ``feature_info`` (``layer4``, ``final_conv``, ...). ValueError (one line)
+    for a model with neither."""
+    info = getattr(model, "feature_info", None)
+    if isinstance(info, list) and info and isinstance(info[-1], dict) and info[-1].get("module"):
+        return str(info[-1]["module"])
+    names = dict(model.named_modules())
+    if CAM_LAYER in names:
+        return CAM_LAYER
+    raise ValueError(f"no last stage found for Grad-CAM in a {type(model).__name__} "
+                     "(neither timm's feature_info nor a layer4)")
 
 
 def check_available() -> None:
@@ -102,7 +114,7 @@ def _num_classes(model: nn.Module) -> int | None:
 
 
 def cam_maps(model: nn.Module, x: torch.Tensor, targets: Sequence[int] | None = None, *,
-             layer: str = CAM_LAYER, copy_model: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+             layer: str | None = None, copy_model: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of ``model`` for a batch ``x`` (B, 3, H, W), already prepared.
 
     ``targets``: one class index per image (default: each image's top-1). Returns
@@ -110,6 +122,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, targets: Sequence[int] | None = 
     the package (an image whose map is 0 everywhere stays 0), on ``layer``'s grid;
     logits (B, num_classes) of that same forward pass. ``copy_model=False`` runs on
     ``model`` itself: only for a model the caller owns (from ``private_copy``)."""
+    layer = layer or target_layer(model)
     modules = dict(model.named_modules())
     if layer not in modules:
         stages = ", ".join(n for n in modules if n.startswith("layer") and "." not in n) or "none"
@@ -152,7 +165,7 @@ class CAMResult:
 
 
 def grad_cam(image: ImageSource, model: nn.Module | str, target: int | str | None = None, *,
-             layer: str = CAM_LAYER, size: int | None = None) -> CAMResult:
+             layer: str | None = None, size: int | None = None) -> CAMResult:
     """Grad-CAM of ``model`` (a module or a model's name) for ``image`` at ``layer``.
 
     The image is prepared as ``analyze`` prepares it (``size``: default the model's), so
@@ -171,6 +184,7 @@ def grad_cam(image: ImageSource, model: nn.Module | str, target: int | str | Non
         index = classes.index(target)
     elif target is not None:
         index = int(target)
+    layer = layer or target_layer(model)
     maps, logits = cam_maps(model, x, None if index is None else [index], layer=layer)
     probs = logits.softmax(-1)[0]
     index = int(probs.argmax()) if index is None else index

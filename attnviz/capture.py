@@ -27,36 +27,17 @@ from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 from torch.utils.hooks import RemovableHandle
 
-from .layers import AxialStep, ChannelGate, SelfAttention2d, SpatialGate, SqueezeExcite
+from .kinds import ATTENTION_MATRIX_KINDS, LAYER_TYPES, kind_of
 from .layers.gate import ReportingGate, listening
-
-KINDS = ("se", "cbam_channel", "cbam_spatial", "self_attn", "axial_height", "axial_width", "context")
-ATTENTION_MATRIX_KINDS = ("self_attn", "axial_height", "axial_width")
-"""The kinds that are attention matrices (rows sum to 1), which their layer only reads."""
 
 
 def attention_modules(model: nn.Module) -> dict[str, str]:
-    """Path of every hookable attention output in ``model`` -> its kind:
-
-    - ``se``: ``….se.gate``, SE gates (B, C, 1, 1) in 0..1;
-    - ``cbam_channel``: ``….cbam.channel.gate``, (B, C, 1, 1) in 0..1;
-    - ``cbam_spatial``: ``….cbam.spatial.gate``, (B, 1, H, W) in 0..1;
-    - ``self_attn``: ``….attn.softmax``, (B, heads, N, N), rows sum to 1;
-    - ``axial_height``: ``….axial.height.softmax``, (B, heads, W, H, H): for each column,
-      each head's attention over its H cells, rows sum to 1;
-    - ``axial_width``: ``….axial.width.softmax``, (B, heads, H, W, W): the same per row;
-    - ``context`` (timm models only): (B, maps, H, W), each map sums to 1 over the
-      positions, the same for every query (GCNet's context, LambdaNet's keys).
-
+    """Path of every hookable attention output in ``model`` -> its kind (``kinds.KINDS``:
+    ``se`` at ``….se.gate``, ``cbam_channel`` at ``….cbam.channel.gate``, ``self_attn`` at
+    ``….attn.softmax``, ...), each with a batch dimension in front of the kind's shape.
     A timm model's modules are found by ``timm_adapter`` (see there for what is hooked).
     """
     return {path: kind for path, (kind, _, _) in _attention_outputs(model).items()}
-
-
-_OUTPUT_OF = ((SqueezeExcite, "gate", "se"), (ChannelGate, "gate", "cbam_channel"),
-              (SpatialGate, "gate", "cbam_spatial"), (SelfAttention2d, "softmax", "self_attn"),
-              (AxialStep, "softmax", "axial_"))  # + the step's axis
-_CLASSES = tuple(cls for cls, _, _ in _OUTPUT_OF)
 
 
 def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module, Callable | None]]:
@@ -73,11 +54,10 @@ def _attention_outputs(model: nn.Module) -> dict[str, tuple[str, nn.Module, Call
         if id(m) in seen:  # a module shared under two names is visited once, as there
             continue
         seen.add(id(m))
-        if isinstance(m, _CLASSES):  # most modules: one check, not one per class
-            kind, output = next((kind, output) for cls, output, kind in _OUTPUT_OF if isinstance(m, cls))
-            if kind == "axial_":
-                kind += m.axis
-            found[f"{path}.{output}" if path else output] = (kind, getattr(m, output), None)
+        if isinstance(m, LAYER_TYPES):  # most modules: one check, not one per kind
+            kind = kind_of(m)
+            if kind is not None:
+                found[f"{path}.{kind.output}" if path else kind.output] = (kind.name, getattr(m, kind.output), None)
         stack.extend((f"{path}.{name}" if path else name, child)
                      for name, child in reversed(m._modules.items()) if child is not None)
     if "timm" in sys.modules:  # a model may hold timm layers only if timm was imported

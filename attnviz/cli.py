@@ -8,13 +8,15 @@ one ``attnviz: error: ...`` line on stderr and a non-zero exit status, never a t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
-from .capture import ATTENTION_MATRIX_KINDS, attention_modules
+from .capture import attention_modules
 from .image import ImageError
 from .intervene import INTERVENTIONS
+from .kinds import ATTENTION_MATRIX_KINDS
 from .models import ARCHITECTURES
 from .weights import WeightsError
 
@@ -49,7 +51,7 @@ def _add_model_args(p: argparse.ArgumentParser, what: str = "model name (see `at
 def _load(args: argparse.Namespace):
     """The model that --model, --checkpoint and --random-weights name; for a timm model,
     one line on stderr saying which attention kinds it has."""
-    from .weights import load_model
+    from .loading import load_model
 
     if (args.checkpoint or args.random_weights) and not args.model.startswith("timm:"):
         raise UsageError("--checkpoint and --random-weights are for timm models (--model timm:NAME)")
@@ -200,7 +202,7 @@ def _cmd_attention_stats(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .attention_quality import measure
+    from .attention_stats import measure
     from .image import list_images
 
     model = _load(args)
@@ -291,6 +293,29 @@ def phases(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def recipe_setting(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` for a field of the training recipe, VALUE as JSON (or a bare string)."""
+    from .training.recipe import Recipe
+
+    key, sep, raw = text.partition("=")
+    defaults = Recipe().to_json()
+    if not sep or key not in defaults:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with FIELD one of {', '.join(defaults)}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if isinstance(defaults[key], float) and isinstance(value, int):
+        value = float(value)
+    if type(value) is not type(defaults[key]):
+        raise argparse.ArgumentTypeError(f"{text!r}: {key} takes a {type(defaults[key]).__name__}, "
+                                         f"e.g. {key}={json.dumps(defaults[key])}")
+    if isinstance(value, list):  # JSON lists of the recipe's tuples
+        value = [tuple(v) if isinstance(v, list) else v for v in value]
+        value = value if key == "phases" else tuple(value)
+    return key, value
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training.loop import train
     from .training.recipe import Recipe
@@ -306,6 +331,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             setattr(recipe, field_name, getattr(args, field_name))
     if args.finetune_epochs is not None:
         recipe.finetune_epochs = args.finetune_epochs
+    for key, value in args.recipe or []:
+        setattr(recipe, key, value)
     path = train(
         args.arch,
         Path(args.train_dir),
@@ -318,6 +345,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         finetune_from=Path(args.finetune_from) if args.finetune_from else None,
         threads=args.threads,
+        precision=args.precision,
         stop_after=args.stop_after,
         val_every=args.val_every,
     )
@@ -410,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--val-every", type=int, default=10, metavar="N",
                    help="log val top-1 every N epochs (default 10; 0: only at the end; training is the same)")
+    from .training.machine import PRECISIONS
     from .training.recipe import Recipe  # its default phases for the help; torch is loaded already
 
     default_phases = ",".join(f"{n}x{size}" for n, size in Recipe().phases)
@@ -425,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--width", type=int, help="base width (default 32)")
     t.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    t.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 autocast where the CPU has native bf16 (avx512_bf16 or AMX), else fp32")
+    t.add_argument("--recipe", type=recipe_setting, action="append", metavar="FIELD=VALUE",
+                   help="set a field of the recipe (attnviz.training.recipe.Recipe), e.g. ema_decay=0.998; repeatable")
     t.set_defaults(func=_cmd_train)
     return p
 

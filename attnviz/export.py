@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 
 from .analysis import Analysis
-from .capture import KINDS
+from .kinds import KINDS
 
 
 def tensors(a: Analysis) -> dict[str, np.ndarray]:
     """``<kind>/<module path>`` -> array, plus ``probs``."""
     out = {"probs": a.probs.numpy()}
-    for kind in KINDS:
-        for path, t in getattr(a, kind).items():
-            out[f"{kind}/{path}"] = t.numpy()
+    for kind in (k for k in KINDS.values() if k.exported):
+        for path, t in a.maps[kind.name].items():
+            out[f"{kind.name}/{path}"] = t.numpy()
     return out
 
 
@@ -52,7 +52,8 @@ def summary(a: Analysis, source: str = "", top: int = 5) -> dict[str, Any]:
         },
         "top5": [{"class": c, "probability": round(p, 6)} for c, p in a.top_k(top)],
         "layers": {
-            f"{kind}/{path}": list(t.shape) for kind in KINDS for path, t in getattr(a, kind).items()
+            f"{kind}/{path}": list(t.shape) for kind, kept in a.maps.items() if KINDS[kind].exported
+            for path, t in kept.items()
         },
         "self_attn_grid": {k: list(v) for k, v in a.self_attn_grid.items()},
         # This image's entropy ÷ log N and query-dependence per head (attnviz.attention_quality)

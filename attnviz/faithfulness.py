@@ -45,7 +45,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from .analysis import model_input
-from .cam import CAM_LAYER, cam_maps, private_copy
+from .cam import cam_maps, private_copy, target_layer
 from .capture import attention_modules, capture
 from .image import ImageError, ImageSource
 
@@ -168,7 +168,7 @@ def map_layers(model: nn.Module, layer: str | None = None) -> dict[str, str]:
             known = ", ".join(p for p in found if found[p] in out) or "none"
             raise KeyError(f"no CBAM spatial gate or self-attention layer {layer!r} in the model; it has: {known}")
         out[found[chosen[0]]] = chosen[0]
-    out["grad_cam"] = CAM_LAYER
+    out["grad_cam"] = target_layer(model)
     return out
 
 

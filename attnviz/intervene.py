@@ -38,6 +38,7 @@ from torch import nn
 from .analysis import model_input
 from .capture import ThreadBoundHooks, _attention_outputs, resolve
 from .image import ImageSource
+from .kinds import KINDS, kinds_changed_by
 from .profile import SEProfile, profile_path
 from .weights import WeightsMeta, find_weights
 
@@ -48,18 +49,12 @@ INTERVENTIONS = ("gates-off", "gates-mean", "knockout-top", "spatial-mean", "spa
 DEFAULT_K = 8
 """Channels ``knockout-top`` sets to 0 in each block unless told otherwise."""
 
-# Intervention -> the attention kinds (``capture.KINDS``) whose outputs it replaces.
-_CHANGES = {
-    "gates-off": ("se", "cbam_channel"),
-    "gates-mean": ("se", "cbam_channel"),
-    "knockout-top": ("se", "cbam_channel"),
-    "spatial-mean": ("cbam_spatial",),
-    "spatial-invert": ("cbam_spatial",),
-    "attn-uniform": ("self_attn",),
-    "attn-self": ("self_attn",),
-}
-_WHAT_IT_NEEDS = {"se": "SE or CBAM channel gates", "cbam_spatial": "CBAM spatial gates",
-                  "self_attn": "self-attention layers"}
+# Intervention -> the attention kinds whose outputs it replaces (``kinds.KINDS`` says).
+_CHANGES = {what: kinds_changed_by(what) for what in INTERVENTIONS}
+
+
+def _what_it_needs(what: str) -> str:
+    return " or ".join(KINDS[k].label for k in _CHANGES[what])
 
 
 def _model_name(model: nn.Module) -> str:
@@ -72,6 +67,8 @@ def shipped_profile(model: nn.Module) -> SEProfile | None:
     (``<name>.profile.json``), or None where there is none (CBAM, a user's model)."""
     meta: WeightsMeta | None = getattr(model, "attnviz_meta", None)
     weights = find_weights().get(meta.name) if meta else None
+    if weights is not None and WeightsMeta.from_json(weights.with_suffix(".json")).sha256 != meta.sha256:
+        return None  # another model under the same name (a user's upload): the profile is not its
     path = profile_path(weights) if weights else None
     if path is None or not path.is_file():
         return None
@@ -105,10 +102,10 @@ def _select(model: nn.Module, what: str, layer: str | None) -> dict[str, nn.Modu
     # layer computes inline (ECA's reshape, BoTNet's softmax: ``timm_adapter``) is recorded, not replaceable.
     candidates = [p for p, (kind, _, extract) in found.items() if kind in kinds and extract is None]
     if not candidates and any(kind in kinds and extract is not None for kind, _, extract in found.values()):
-        raise ValueError(f"{_model_name(model)}: its {_WHAT_IT_NEEDS[kinds[0]]} are computed inside timm's layers, "
+        raise ValueError(f"{_model_name(model)}: its {_what_it_needs(what)} are computed inside timm's layers, "
                          f"where attnviz records them but cannot replace them: nothing for {what} to change")
     if not candidates:
-        raise ValueError(f"{_model_name(model)} has no {_WHAT_IT_NEEDS[kinds[0]]}: nothing for {what} to change")
+        raise ValueError(f"{_model_name(model)} has no {_what_it_needs(what)}: nothing for {what} to change")
     if layer is not None:
         chosen = [p for p in candidates if p == layer or p.startswith(layer + ".")]
         if not chosen:

@@ -336,6 +336,12 @@ def imagenet_classes(n: int) -> tuple[list[str], list[str]]:
     return [d.split(",")[0] for d in info.label_descriptions()], list(info.label_names())
 
 
+def build(name: str, num_classes: int = 1000) -> nn.Module:
+    """``timm:ARCH`` (or ``ARCH``) built with random weights and a head of ``num_classes``."""
+    arch = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    return _timm().create_model(arch, pretrained=False, num_classes=num_classes)
+
+
 def load(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True) -> nn.Module:
     """``timm:ARCH`` -> the model in eval mode with ``.attnviz_meta`` (ImageNet classes,
     the input size, mean, std and interpolation of its pretrained config).
@@ -357,13 +363,13 @@ def load(name: str, checkpoint: str | os.PathLike | None = None, pretrained: boo
                            "file (--checkpoint), or pretrained=False (--random-weights) to try the views")
     state = read_checkpoint(source) if source is not None else None
     num_classes = 1000
-    model = timm.create_model(arch, pretrained=False)
+    model = build(arch)
     if state is not None:
         head = model.get_classifier()
         head_w = next((f"{p}.weight" for p, mod in model.named_modules() if mod is head), None)
         if head_w in state and state[head_w].shape[0] != model.num_classes and state[head_w].ndim >= 2:
             num_classes = int(state[head_w].shape[0])  # a fine-tuned head: rebuild with its size
-            model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+            model = build(arch, num_classes)
         try:
             check_state_dict(model, state, source.name)
         except WeightsError as exc:  # its wording is about a metadata file, which timm checkpoints lack

@@ -118,11 +118,6 @@ def find_weights() -> dict[str, Path]:
     return found
 
 
-def available_models() -> list[str]:
-    """Names of the models that ``load_model`` can load, sorted."""
-    return sorted(find_weights())
-
-
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Refuse a state dict whose tensor names or shapes differ from ``model``'s."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -172,25 +167,6 @@ def load_pair(st_path: Path) -> tuple[nn.Module, WeightsMeta]:
     model.eval()
     model.attnviz_meta = meta
     return model, meta
-
-
-def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True) -> nn.Module:
-    """The named model, in eval mode, weights verified, metadata at ``.attnviz_meta``.
-
-    ``timm:ARCH`` (e.g. ``timm:seresnet50``) is a timm model: its weights from the local
-    file ``checkpoint`` or, without one, the local Hugging Face cache, or with
-    ``pretrained=False`` random weights; nothing is downloaded (``attnviz.timm_adapter``)."""
-    if name.startswith("timm:"):
-        from . import timm_adapter
-
-        return timm_adapter.load(name, checkpoint, pretrained)
-    if checkpoint is not None:
-        raise WeightsError("checkpoint= is for timm models (timm:NAME); attnviz's own models load by name")
-    found = find_weights()
-    if name not in found:
-        known = ", ".join(sorted(found)) or "none"
-        raise WeightsError(f"unknown model {name!r}; available: {known}")
-    return load_pair(found[name])[0]
 
 
 def save_pair(model: nn.Module, meta: WeightsMeta, directory: Path) -> Path:

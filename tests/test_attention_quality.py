@@ -91,7 +91,7 @@ def test_the_meter_needs_two_images_for_image_dependence_and_one_size():
 
 
 def test_measuring_decoded_batches_equals_measuring_each_image_through_analyze():
-    from attnviz.attention_quality import measure, measure_batches
+    from attnviz.attention_stats import measure, measure_batches
     from attnviz.image import squash, to_uint8_tensor
     from attnviz.weights import IMAGENET_MEAN, IMAGENET_STD
 

@@ -253,7 +253,8 @@ def test_the_composed_map_is_refused_in_one_line_where_it_would_not_fit(axial_mo
 
 
 def test_quality_figures_cover_each_step_and_the_composed_map():
-    from attnviz.attention_quality import head_quality, measure, measure_batches, step_rows
+    from attnviz.attention_quality import head_quality, step_rows
+    from attnviz.attention_stats import measure, measure_batches
     from attnviz.image import squash, to_uint8_tensor
     from attnviz.weights import IMAGENET_MEAN, IMAGENET_STD
 

@@ -128,8 +128,8 @@ def test_workers_write_the_same_outputs_and_still_report_bad_files(tiny_env, tmp
 
 
 def test_attention_stats_prints_the_figures_of_every_head(tiny_env, tmp_path, capsys):
-    from attnviz.attention_quality import measure
-    from attnviz.weights import load_model
+    from attnviz.attention_stats import measure
+    from attnviz.loading import load_model
 
     folder = tmp_path / "imgs"
     (folder / "a").mkdir(parents=True)

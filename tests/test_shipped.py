@@ -141,7 +141,7 @@ def test_self_attention_quality_on_the_val_split_is_recorded_within_bounds_and_i
 
 @pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/imagenette2-224 beside the repository")
 def test_the_shipped_self_attention_attends_on_a_handful_of_val_images(shipped):
-    from attnviz.attention_quality import measure
+    from attnviz.attention_stats import measure
     from attnviz.image import list_images
 
     model, _ = shipped["sa_resnet18"]

@@ -21,9 +21,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..layers import CBAM
+from ..layers import CBAM, AxialAttention2d
 
-COMPILED_IN_TRAINING: tuple[type[nn.Module], ...] = (CBAM,)
+COMPILED_IN_TRAINING: tuple[type[nn.Module], ...] = (CBAM, AxialAttention2d)
 
 
 def compiler_available() -> bool:
@@ -40,7 +40,7 @@ def compiled(model: nn.Module, types: tuple[type[nn.Module], ...] = COMPILED_IN_
     names = [n for n, m in model.named_modules() if isinstance(m, types)] if compiler_available() else []
     for name in names:
         module = model.get_submodule(name)
-        module.forward = torch.compile(module.forward, dynamic=True)
+        module.forward = torch.compile(module.forward, dynamic=not isinstance(module, AxialAttention2d))
     try:
         # Each stage's modules (their own channel counts) and new crop sizes compile
         # anew: 8 graphs by 160 px, dynamo's default limit, past which it runs eagerly.

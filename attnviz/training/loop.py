@@ -24,18 +24,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
-from ..attention_quality import measure_batches
-from ..capture import ATTENTION_MATRIX_KINDS, attention_modules
+from ..attention_stats import measure_batches
+from ..capture import attention_modules
 from ..image import normalize
+from ..kinds import ATTENTION_MATRIX_KINDS
 from ..models import build_model
 from ..weights import IMAGENET_MEAN, IMAGENET_STD, WeightsMeta, load_pair, save_pair, sha256_of
 from .allocator import freed_memory_kept
 from .compiled import compiled
 from .data import decode_folder, random_flip, random_resized_crop_flip, source_for_crops
 from .evaluate import top1
+from .machine import autocast, choose_precision, cpu_model, native_bf16
 from .recipe import Recipe, class_names, param_groups
 
 
@@ -55,10 +58,11 @@ def start_from_pair(model: nn.Module, pair: Path, arch: str, recipe: Recipe) -> 
 
 def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, criterion: nn.Module, source: torch.Tensor,
                     labels: torch.Tensor, order: torch.Tensor, gen: torch.Generator, recipe: Recipe, epoch: int,
-                    desc: str = "") -> tuple[float, float]:
+                    desc: str = "", precision: str = "bf16", ema: ModelEmaV3 | None = None) -> tuple[float, float]:
     """One epoch of ``recipe``: batches of ``source`` (uint8 images) in ``order``, random
-    crops and flips from ``gen`` (flips only in the fine-tune), bf16 autocast, the
-    learning rate set per step. Returns (mean loss, train accuracy)."""
+    crops and flips from ``gen`` (flips only in the fine-tune), in ``precision`` (bf16
+    autocast or fp32), the learning rate set per step, ``ema`` updated after each step.
+    Returns (mean loss, train accuracy)."""
     steps = len(labels) // recipe.batch_size
     size, finetune = recipe.crop_size(epoch), recipe.is_finetune(epoch)
     model.train()
@@ -74,12 +78,14 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, criterion: nn.
         y = labels[idx]
         for g in opt.param_groups:
             g["lr"] = recipe.lr_at(epoch * steps + step, steps)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast(precision):
             logits = model(x)
         loss = criterion(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update(model)
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
@@ -101,6 +107,7 @@ def train(
     resume: bool = False,
     finetune_from: Path | None = None,
     threads: int | None = None,
+    precision: str = "auto",
     stop_after: int | None = None,
     val_every: int = 10,
     log=print,
@@ -111,8 +118,11 @@ def train(
     ``val_every``: log val top-1 every that many epochs, 0 never before the end (it does
     not change training).
     ``finetune_from``: a weights pair whose main phases were trained with this recipe;
-    training starts at the fine-tune, as ``resume`` would from the last main epoch."""
+    training starts at the fine-tune, as ``resume`` would from the last main epoch.
+    ``precision``: ``auto`` trains in bf16 where the CPU computes it natively, else in
+    fp32 (``machine.choose_precision``); recorded in the metadata with the CPU model."""
     recipe = recipe or Recipe()
+    precision = choose_precision(precision)
     name = name or arch
     if threads:
         torch.set_num_threads(threads)
@@ -127,12 +137,15 @@ def train(
     opt = torch.optim.SGD(
         param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True
     )
+    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
     ckpt_path = Path(checkpoint_dir or out_dir) / f"{name}.ckpt.pt"
     start_epoch, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        if ema is not None and "ema" in ckpt:
+            ema.module.load_state_dict(ckpt["ema"])
         start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed"]
         log(f"resumed {name} from epoch {start_epoch} ({elapsed / 60:.1f} min so far)")
     elif finetune_from is not None:
@@ -158,6 +171,11 @@ def train(
         finetune = recipe.is_finetune(epoch)
         if epoch == recipe.main_epochs:
             opt.state.clear()  # momentum of the crops' schedule does not carry over
+            if ema is not None:  # the fine-tune starts from the average of the weights
+                if val_data is not None:
+                    log(f"{name} after the crop phases, val top-1 at {recipe.eval_size}px: weights "
+                        f"{top1(model, val_data):.4f}, their EMA {top1(ema.module, val_data):.4f}")
+                model.load_state_dict(ema.module.state_dict())
         if finetune and source_for != "whole":
             # Whole images squashed to the test size, as the app feeds them: the decoded
             # train split itself when it was decoded at that size.
@@ -171,7 +189,8 @@ def train(
                 log(f"{name}: {len(compiled_now)} modules compiled for training ({compiled_now[0]}, ...)")
             compiled_names = compiled_now
             loss, acc = train_one_epoch(model, opt, criterion, source, train_data.labels, order, gen, recipe, epoch,
-                                        desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px")
+                                        desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px", precision=precision,
+                                        ema=None if finetune else ema)
         elapsed += time.perf_counter() - t0
         msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss:.3f} "
                f"train-acc {acc:.3f} {elapsed / 60:.1f} min")
@@ -181,6 +200,8 @@ def train(
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed}
+        if ema is not None:
+            state["ema"] = ema.module.state_dict()
         torch.save(state, tmp)
         tmp.replace(ckpt_path)
 
@@ -208,7 +229,8 @@ def train(
         dataset={"train_dir": str(train_dir), "train_images": n, "val_dir": str(val_dir) if val_dir else None},
         metrics=metrics,
         training={**asdict(recipe), "epochs": recipe.epochs, "train_minutes": round(elapsed / 60, 1),
-                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": precision,
+                  "cpu": cpu_model(), "native_bf16": native_bf16(),
                   "compiled_modules": compiled_names},
     )
     if finetune_from is not None:

@@ -42,6 +42,9 @@ class Recipe:
     # FixRes fine-tune after the phases: epochs at eval_size on whole images.
     finetune_epochs: int = 1
     finetune_lr: float = 0.02
+    # Exponential moving average of the weights over the crop phases (0: none); the
+    # fine-tune then starts from the average (timm's ModelEmaV3).
+    ema_decay: float = 0.0
     seed: int = 0
 
     @property
