@@ -39,9 +39,10 @@ RUN pip install --no-cache-dir --index-url "$TORCH_INDEX_URL" \
     && python -c "import torch, torchvision, streamlit; print('torch', torch.__version__)"
 
 # The package itself, installed like any wheel: its sample images, the live figure's
-# frontend and the shipped weights are package data (attnviz/shipped/).
+# frontend and the shipped weights (weights/, installed as attnviz/shipped/) are package data.
 COPY pyproject.toml README.md /src/
 COPY attnviz/ /src/attnviz/
+COPY weights/ /src/weights/
 RUN pip install --no-cache-dir --no-deps /src \
     && python -c "import attnviz; print('models', attnviz.available_models())"
 

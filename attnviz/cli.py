@@ -71,7 +71,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     found = find_weights()
     if not found:
-        print("no models found (looked in the package's shipped/ folder and $ATTNVIZ_WEIGHTS_DIR)")
+        print("no models found (looked in the shipped weights and $ATTNVIZ_WEIGHTS_DIR)")
         return 1
     status = 0
     for name, path in sorted(found.items()):

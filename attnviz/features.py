@@ -6,8 +6,9 @@ before its gate and after it.
     f.rank(c), f.extremes(8)                      # 1 = the largest gate of the block
 
 One forward pass with forward hooks on ONE block's attention module (``….se`` or
-``….cbam``) and its submodules: the module's input U and output, the channel gate and,
-for CBAM, the output of the channel module and the spatial gate. As ``capture``'s, the
+``….cbam``, attnviz's own or timm's) and its channel part: the module's input U and
+output, and for CBAM the channel part's output; the gates themselves are recorded by
+``capture``, as for ``analyze``. As ``capture``'s, the
 hooks record only the forward pass of the thread that registered them, never change
 it, and are always removed, also when the forward pass raises; the model is not edited.
 """
@@ -21,9 +22,8 @@ import torch
 from torch import nn
 
 from .analysis import model_input
-from .capture import ThreadBoundHooks
+from .capture import ThreadBoundHooks, attention_modules, capture
 from .image import ImageSource
-from .layers import CBAM, SqueezeExcite
 
 
 @dataclass
@@ -68,10 +68,31 @@ class BlockFeatures:
         return order[:n], order[::-1][:n]
 
 
+def _parent(path: str) -> str:
+    return path.rsplit(".", 1)[0]
+
+
+def _gates(model: nn.Module) -> dict[str, tuple[str, str, str | None]]:
+    """Module path -> (kind, channel gate output path, spatial gate output path or None)
+    for every SE or CBAM module of ``model``: attnviz's own and timm's (any module whose
+    channel gate ``capture`` records). The module is the channel gate's parent for SE
+    (``layer3.1.se``) and CBAM's channel part's parent for CBAM (``layer3.1.cbam``)."""
+    outputs = attention_modules(model)
+    found: dict[str, tuple[str, str, str | None]] = {}
+    for path, kind in outputs.items():
+        if kind == "se":
+            found[_parent(path)] = ("se", path, None)
+        elif kind == "cbam_channel":
+            module = _parent(_parent(path))
+            spatial = next((p for p, k in outputs.items() if k == "cbam_spatial" and p.startswith(module + ".")),
+                           None)
+            found[module] = ("cbam", path, spatial)
+    return found
+
+
 def gated_modules(model: nn.Module) -> dict[str, str]:
     """Path of every SE or CBAM module in ``model`` -> ``se`` or ``cbam``."""
-    return {path: "se" if isinstance(m, SqueezeExcite) else "cbam" for path, m in model.named_modules()
-            if isinstance(m, SqueezeExcite | CBAM)}
+    return {path: kind for path, (kind, _, _) in _gates(model).items()}
 
 
 def find_module(model: nn.Module, block: str) -> str:
@@ -82,7 +103,7 @@ def find_module(model: nn.Module, block: str) -> str:
     for path in found:
         if block == path or block.startswith(path + ".") or path == f"{block}.{path.rsplit('.', 1)[-1]}":
             return path
-    blocks = ", ".join(p.rsplit(".", 1)[0] for p in found) or "none"
+    blocks = ", ".join(_parent(p) for p in found) or "none"
     raise KeyError(f"no SE or CBAM block {block!r}; blocks with channel gates: {blocks}")
 
 
@@ -119,15 +140,15 @@ def block_features(image: ImageSource, model: nn.Module | str, block: str, *,
     ``ValueError``/``ImageError`` with a one-line message for a bad setting."""
     model, _, _, _, _, x = model_input(image, model, size)
     path = find_module(model, block)
-    module = model.get_submodule(path)
-    kind = "se" if isinstance(module, SqueezeExcite) else "cbam"
-    parts = {path: module, "gate": module.gate} if kind == "se" else {
-        path: module, "gate": module.channel.gate, "channel": module.channel, "spatial": module.spatial.gate}
-    with torch.inference_mode(), _tap(parts) as seen:
+    kind, gate, spatial = _gates(model)[path]
+    # the channel gate's module multiplies its input by the gates: its input is U, its output U * gates
+    channel = _parent(gate)
+    parts = {path: model.get_submodule(path), "channel": model.get_submodule(channel)}
+    with torch.inference_mode(), _tap(parts) as seen, capture(model, [gate, *([spatial] if spatial else [])]) as maps:
         model(x)
     before, after = (t[0] for t in seen[path])
-    gates = seen["gate"][1][0, :, 0, 0]
+    gates = maps[gate][0, :, 0, 0]
     if kind == "se":
         return BlockFeatures(path, kind, before, gates, after_channel=after, after=after)
     return BlockFeatures(path, kind, before, gates, after_channel=seen["channel"][1][0], after=after,
-                         spatial=seen["spatial"][1][0, 0])
+                         spatial=maps[spatial][0, 0] if spatial else None)

@@ -169,7 +169,7 @@ def _axial_block(stage: int, i: int) -> Callable[..., BasicBlock]:
 class Architecture:
     """One entry of the registry: how to build the model and which attention kinds
     (``capture.KINDS``) it produces, from which the CLI, the app's views and the
-    tests are derived. ``shipped``: whether ``attnviz/shipped/`` holds trained weights
+    tests are derived. ``shipped``: whether ``weights/`` holds trained weights
     for it (the others are built, trained and loaded from a user's folder all the same)."""
 
     name: str
@@ -191,7 +191,7 @@ REGISTRY: dict[str, Architecture] = {a.name: a for a in (
 ARCHITECTURES = tuple(REGISTRY)
 """Every registered architecture, by name: adding one is an entry in ``REGISTRY``."""
 SHIPPED = tuple(a.name for a in REGISTRY.values() if a.shipped)
-"""The architectures whose trained weights ship in ``attnviz/shipped/``."""
+"""The architectures whose trained weights ship in ``weights/`` (``weights.SHIPPED_DIR``)."""
 
 
 def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnResNet:

@@ -7,10 +7,10 @@ Loading checks the hash, the architecture, every tensor name and shape, and thos
 against the metadata before anything is loaded; safetensors holds only tensors, so
 nothing is ever unpickled.
 
-Where weights are looked for: the ``shipped/`` folder inside the package (package data,
-so an installed wheel has them too), then every folder in ``ATTNVIZ_WEIGHTS_DIR``
-(``os.pathsep``-separated). A name found in a user's folder shadows a shipped model of
-the same name.
+Where weights are looked for: the shipped weights (``weights/`` at the repository's top,
+``attnviz/shipped/`` inside an installed wheel, which carries them as package data), then
+every folder in ``ATTNVIZ_WEIGHTS_DIR`` (``os.pathsep``-separated). A name found in a
+user's folder shadows a shipped model of the same name.
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ from torch import nn
 from .models import ARCHITECTURES, attention_heads, build_model
 
 ENV_VAR = "ATTNVIZ_WEIGHTS_DIR"
-SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+def _shipped_dir() -> Path:
+    """The shipped weights: ``attnviz/shipped/`` in an installed package (the wheel maps the
+    repository's top-level ``weights/`` there), else ``weights/`` beside the package (a
+    source checkout, an editable install)."""
+    installed = Path(__file__).resolve().parent / "shipped"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "weights"
+
+
+SHIPPED_DIR = _shipped_dir()
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

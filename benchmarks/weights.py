@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 
 import attnviz
-from attnviz.app import ui
-from attnviz.models import SHIPPED
+from attnviz.models import REGISTRY, SHIPPED
 from attnviz.weights import ENV_VAR, WeightsMeta, find_weights
 
 RANDOM_WIDTH = 32
@@ -67,6 +66,6 @@ def self_attention_model(names: list[str]) -> str | None:
     shows first (the app's own rule), read from the metadata without loading weights."""
     found = find_weights()
     for name in names:
-        if ui.has_kind(WeightsMeta.from_json(found[name].with_suffix(".json")).arch, "self_attn"):
+        if "self_attn" in REGISTRY[WeightsMeta.from_json(found[name].with_suffix(".json")).arch].kinds:
             return name
     return None

@@ -87,3 +87,18 @@ def top5_pairs(text: str) -> list[tuple[str, float]]:
 def page_top5s(at) -> list[list[tuple[str, float]]]:
     """Every top-5 an ``AppTest`` page shows, in page order, best first."""
     return [top5_pairs(h.proto.body) for h in at.get("html") if "data-top5=" in h.proto.body]
+
+
+def handle_key(name: str) -> str:
+    """The page's key of the model found on disk under ``name`` (widget keys derive from it)."""
+    from attnviz.app.service import shared
+
+    return shared()[0].handle(name).key
+
+
+def upload_key(weights: bytes, meta: bytes) -> str:
+    """The page's key of a weights pair uploaded in the sidebar."""
+    import hashlib
+
+    digest = hashlib.sha256(weights + b"\0" + meta).hexdigest()
+    return f"upload-{digest[:16]}"

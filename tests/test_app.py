@@ -19,7 +19,7 @@ from attnviz.app.service import image_key, sample_images
 from attnviz.cam import grad_cam
 
 from .browser import original_pixel
-from .conftest import noise_image, page_top5s, plotly_array
+from .conftest import handle_key, noise_image, page_top5s, plotly_array, upload_key
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -77,7 +77,7 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
 def test_every_view_renders(app, view, how, charts, live, explorers):
     app.radio(key="view").set_value(view).run()
     if how:
-        app.radio(key="sa-how").set_value(how).run()
+        app.radio(key="self_attn-how").set_value(how).run()
     assert len(app.get("bidi_component")) == explorers
     assert not app.exception, app.exception
     assert (len(_charts(app)), len(_live_figures(app))) == (charts, live)
@@ -97,12 +97,13 @@ def test_compare_sets_grad_cam_of_each_model_under_its_attention(app):
     assert ui.EXPLAIN["grad_cam"] in [c.value for c in app.caption]
 
 
-@pytest.mark.parametrize("view, how, cmap_key, model", [("CBAM", None, "cbam-cmap", "tiny_cbam_resnet18"),
-                                                          ("Self-attention", "Click", "sa-cmap", "tiny_sa_resnet18")])
+@pytest.mark.parametrize("view, how, cmap_key, model", [
+    ("CBAM", None, "cbam-cmap", "tiny_cbam_resnet18"),
+    ("Self-attention", "Click", "self_attn-cmap", "tiny_sa_resnet18")])
 def test_grad_cam_is_drawn_beside_the_attention_in_its_colour_map(app, view, how, cmap_key, model):
     app.radio(key="view").set_value(view).run()
     if how:
-        app.radio(key="sa-how").set_value(how).run()
+        app.radio(key="self_attn-how").set_value(how).run()
     app.selectbox(key=cmap_key).set_value("Inferno").run()
     assert not app.exception, app.exception
     figs = [json.loads(c.proto.spec) for c in _charts(app)]
@@ -144,8 +145,8 @@ def test_a_simulated_click_moves_the_query_to_the_pixel_under_it(app, click):
     app.radio(key="source").set_value("Upload").run()
     app.file_uploader(key="upload").set_value(("wide.png", data, "image/png")).run()
     app.radio(key="view").set_value("Self-attention").run()
-    app.radio(key="sa-how").set_value("Click").run()
-    click_key = f"click-{image_key(data)[:16]}-tiny_sa_resnet18"
+    app.radio(key="self_attn-how").set_value("Click").run()
+    click_key = f"self_attn-click-{image_key(data)[:16]}-{handle_key('tiny_sa_resnet18')}"
     # The component reports displayed pixels: the 200x100 image is shown 448 px wide.
     app.session_state[click_key] = {"x": click[0], "y": click[1], "width": 448, "height": 224, "unix_time": 1}
     app.run()
@@ -218,7 +219,7 @@ def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_
     save_pair(model, tiny_meta("sa_resnet18", "tiny_flat_sa"), tmp_path)
     at = _app_with_only(tmp_path, monkeypatch)
     at.radio(key="view").set_value("Self-attention").run()
-    at.radio(key="sa-how").set_value("Click").run()
+    at.radio(key="self_attn-how").set_value("Click").run()
     assert not at.exception, at.exception
     assert any("query-dependence" in c.value and "entropy" in c.value for c in at.caption)
     warnings = [w.value for w in at.warning]
@@ -244,13 +245,14 @@ def test_an_intervention_shows_before_and_after_and_leaks_into_nothing(app):
 
     data = next(iter(sample_images().values())).read_bytes()
     registry, results = shared()
-    model = registry.get("tiny_se_resnet18")
-    cached = results.get(data, "tiny_se_resnet18", registry)
+    handle = registry.handle("tiny_se_resnet18")
+    model, key = handle.model, handle.key
+    cached = results.get(data, handle)
     probs, gates = cached.probs.clone(), {k: v.clone() for k, v in cached.se.items()}
     app.radio(key="view").set_value("SE").run()
-    app.selectbox(key="se-iv-what").set_value("knockout-top").run()
-    app.selectbox(key="se-iv-where").set_value("layer2.0").run()
-    app.number_input(key="se-iv-k").set_value(3).run()
+    app.selectbox(key=f"se-iv-what-{key}").set_value("knockout-top").run()
+    app.selectbox(key=f"se-iv-where-{key}").set_value("layer2.0").run()
+    app.number_input(key=f"se-iv-k-{key}").set_value(3).run()
     assert not app.exception and not app.error
     r = attnviz.intervene(data, attnviz.load_model("tiny_se_resnet18"), "knockout-top", "layer2.0", k=3)
     assert ui.intervention_summary(r) in [m.value for m in app.markdown]
@@ -261,16 +263,16 @@ def test_an_intervention_shows_before_and_after_and_leaks_into_nothing(app):
     # nothing stays behind: no hook on the shared model, the cached analysis as it was and
     # still what a fresh analysis gives
     assert _hooks(model) == 0
-    assert results.get(data, "tiny_se_resnet18", registry) is cached
+    assert results.get(data, handle) is cached
     assert torch.equal(cached.probs, probs) and all(torch.equal(cached.se[k], v) for k, v in gates.items())
     torch.testing.assert_close(attnviz.analyze(data, model).probs, probs)
     # a bad setting is one line, and the page stays up
-    app.number_input(key="se-iv-k").set_value(99).run()
+    app.number_input(key=f"se-iv-k-{key}").set_value(99).run()
     assert not app.exception
     assert [e.value for e in app.error] == ["This intervention can't run: k = 99 is more than the 16 channels "
                                             "of layer2.0.se.gate"]
     # the drill-down: a click on a channel sets these two keys (ui.picked_channel)
-    app.session_state["se-drill-block"], app.session_state["se-drill-channel"] = "layer3.1.se.gate", 5
+    app.session_state[f"se-drill-block-{key}"], app.session_state[f"se-drill-channel-{key}"] = "layer3.1.se.gate", 5
     app.run()
     f = block_features(data, model, "layer3.1")
     line = ui.channel_line("layer3.1", 5, float(f.gates[5]), f.rank(5), 32)
@@ -301,7 +303,7 @@ def test_own_axial_weights_show_each_step_on_the_clicked_pixels_line_and_the_com
     at.file_uploader(key="upload").set_value(("wide.png", data, "image/png")).run()
     at.radio(key="view").set_value("Axial").run()  # the view's radio is not drawn while no image is uploaded
     assert not at.exception, at.exception
-    click_key = f"axclick-{image_key(data)[:16]}-tiny_axial_resnet18"
+    click_key = f"axial-click-{image_key(data)[:16]}-{upload_key(weights, meta)}"
     at.session_state[click_key] = {"x": 300, "y": 50, "width": 448, "height": 224, "unix_time": 1}
     at.run()
     assert not at.exception, at.exception
@@ -321,7 +323,7 @@ def test_own_axial_weights_show_each_step_on_the_clicked_pixels_line_and_the_com
     np.testing.assert_allclose(line[row], along_row.mean(0).numpy(), rtol=1e-6)
     np.testing.assert_allclose(composed, a.query(layer, x, y).mean(0).numpy(), rtol=1e-5)
     assert (composed > 0).all()  # the composed map covers the whole image
-    at.radio(key=f"ax-head-{layer}").set_value("head 1").run()
+    at.radio(key=f"axial-head-{layer}-{upload_key(weights, meta)}").set_value("head 1").run()
     column = plotly_array(json.loads(_charts(at)[3].proto.spec)["data"][0]["z"]).reshape(8, 8)
     np.testing.assert_allclose(column[:, col], along_column[1].numpy(), rtol=1e-6)
     assert any("through the cell (r, c')" in c.value for c in at.caption)

@@ -205,19 +205,19 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
 
 def test_the_image_holds_what_the_app_needs_at_run_time():
     copied = {s.rstrip("/") for sources, _ in context_copies() for s in sources}
-    for needed in ("app.py", "serve.py", "attnviz", "pyproject.toml", "deploy/streamlit.toml", "requirements.txt"):
+    for needed in ("app.py", "serve.py", "attnviz", "weights", "pyproject.toml", "deploy/streamlit.toml",
+                   "requirements.txt"):
         assert needed in copied, f"the image does not get {needed}"
-    # The sample images and the shipped weights travel inside the package folder.
+    # The sample images travel inside the package folder, the shipped weights in weights/.
     rules = ignore_rules()
-    files = context_files("attnviz", rules)
-    assert any(f.startswith("attnviz/samples/") and f.endswith(".jpg") for f in files)
-    assert any(f.startswith("attnviz/shipped/") and f.endswith(".safetensors") for f in files)
+    assert any(f.startswith("attnviz/samples/") and f.endswith(".jpg") for f in context_files("attnviz", rules))
+    assert any(f.startswith("weights/") and f.endswith(".safetensors") for f in context_files("weights", rules))
 
 
 def test_shipped_weights_pairs_are_in_the_build_context():
     rules = ignore_rules()
-    shipped = sorted((ROOT / "attnviz" / "shipped").glob("*.safetensors"))
-    assert shipped, "attnviz/shipped/ holds no weights"
+    shipped = sorted((ROOT / "weights").glob("*.safetensors"))
+    assert shipped, "weights/ holds no weights"
     for st in shipped:
         for p in (st, st.with_suffix(".json")):
             rel = p.relative_to(ROOT).as_posix()
@@ -227,10 +227,10 @@ def test_shipped_weights_pairs_are_in_the_build_context():
 
 def test_build_context_leaves_out_non_runtime_files():
     rules = ignore_rules()
-    for rel in (".venv/bin/python", ".git/HEAD", "runs/se/last.ckpt.pt", "attnviz/shipped/x.ckpt.pt",
+    for rel in (".venv/bin/python", ".git/HEAD", "runs/se/last.ckpt.pt", "weights/x.ckpt.pt",
                 ".cache/x", "attnviz/__pycache__/a.cpython-311.pyc", ".pytest_cache/v",
                 "tests/test_docker.py", "benchmarks/b.py", ".streamlit/secrets.toml",
-                "attnviz/shipped/x.safetensors.tmp", "requirements-dev.txt"):
+                "weights/x.safetensors.tmp", "requirements-dev.txt"):
         assert is_ignored(rel, rules), f"{rel} would be sent to the docker build"
 
 

@@ -16,14 +16,15 @@ def registry(tiny_env):
 
 
 def test_models_load_once_and_are_shared(registry):
-    assert registry.get("tiny_se_resnet18") is registry.get("tiny_se_resnet18")
+    assert registry.handle("tiny_se_resnet18") is registry.handle("tiny_se_resnet18")
+    assert registry.handle("tiny_se_resnet18").kinds == {"se"}
 
 
 def test_an_image_is_analysed_once_however_many_sessions_ask(registry):
     cache = ResultCache()
     data = _png()
     got = []
-    threads = [threading.Thread(target=lambda: got.append(cache.get(data, "tiny_sa_resnet18", registry)))
+    threads = [threading.Thread(target=lambda: got.append(cache.get(data, registry.handle("tiny_sa_resnet18"))))
                for _ in range(8)]
     for t in threads:
         t.start()
@@ -35,19 +36,19 @@ def test_an_image_is_analysed_once_however_many_sessions_ask(registry):
 def test_the_cache_is_bounded_by_entries_and_bytes(registry):
     cache = ResultCache(max_entries=3)
     for i in range(5):
-        cache.get(_png(seed=i), "tiny_sa_resnet18", registry)
+        cache.get(_png(seed=i), registry.handle("tiny_sa_resnet18"))
     assert len(cache) == 3 and cache.misses == 5
     one = cache.nbytes // 3
     small = ResultCache(max_entries=10, max_bytes=2 * one + one // 2)
     for i in range(5):
-        small.get(_png(seed=i), "tiny_sa_resnet18", registry)
+        small.get(_png(seed=i), registry.handle("tiny_sa_resnet18"))
     assert len(small) == 2 and small.nbytes <= small.max_bytes
 
 
 def test_a_bad_image_is_not_cached_and_can_be_retried(registry):
     cache = ResultCache()
     with pytest.raises(ImageError):
-        cache.get(b"nope", "tiny_se_resnet18", registry)
+        cache.get(b"nope", registry.handle("tiny_se_resnet18"))
     assert len(cache) == 0 and not cache._key_locks
 
 
@@ -65,10 +66,10 @@ def _pair_bytes(tiny_weights_dir, name="tiny_cbam_resnet18"):
 
 def test_an_uploaded_pair_is_verified_and_usable(tiny_weights_dir, tmp_path):
     reg = ModelRegistry(upload_dir=tmp_path)
-    name = reg.add_upload(*_pair_bytes(tiny_weights_dir))
-    assert name.startswith("tiny_cbam_resnet18 (uploaded ") and reg.has(name)
-    a = ResultCache().get(_png(), name, reg)
-    assert len(a.cbam_spatial) == 8
+    handle = reg.add_upload(*_pair_bytes(tiny_weights_dir))
+    assert handle.label.startswith("tiny_cbam_resnet18 (uploaded ") and reg.upload(handle.key) is handle
+    a = ResultCache().get(_png(), handle)
+    assert len(a.cbam_spatial) == 8 and handle.kinds == {"cbam_channel", "cbam_spatial"}
 
 
 def test_an_uploaded_pair_that_does_not_match_its_metadata_is_refused(tiny_weights_dir, tmp_path):
@@ -98,30 +99,31 @@ def test_uploads_leave_no_files_and_pairs_differing_in_metadata_stay_apart(tiny_
     renamed["classes"] = ["x", "y", "z"]
     first = reg.add_upload(weights, meta)
     second = reg.add_upload(weights, json.dumps(renamed).encode())
-    assert first != second and list(tmp_path.iterdir()) == []
-    assert reg.meta(first).classes == ["alpha", "beta", "gamma"] and reg.meta(second).classes == ["x", "y", "z"]
-    assert reg.profile(first) is None
+    assert first.key != second.key and list(tmp_path.iterdir()) == []
+    assert first.meta.classes == ["alpha", "beta", "gamma"] and second.meta.classes == ["x", "y", "z"]
+    assert first.profile is None
 
 
 def test_uploaded_models_are_bounded(tiny_weights_dir, tmp_path):
     reg = ModelRegistry(upload_dir=tmp_path, max_uploads=2)
-    names = [reg.add_upload(*_pair_bytes(tiny_weights_dir, f"tiny_{a}")) for a in
-             ["resnet18", "se_resnet18", "sa_resnet18"]]
-    assert [reg.has(n) for n in names] == [False, True, True]
+    handles = [reg.add_upload(*_pair_bytes(tiny_weights_dir, f"tiny_{a}")) for a in
+               ["resnet18", "se_resnet18", "sa_resnet18"]]
+    assert [reg.upload(h.key) is h for h in handles] == [False, True, True]
 
 
 def test_eight_concurrent_sessions_get_exactly_their_own_results(registry):
     import torch
 
     images = [_png(64 + 9 * i, 48 + 5 * i, seed=i) for i in range(8)]
-    alone = [ResultCache().get(d, "tiny_sa_resnet18", registry) for d in images]
+    handle = registry.handle("tiny_sa_resnet18")
+    alone = [ResultCache().get(d, handle) for d in images]
     shared = ResultCache()
     got: dict[int, object] = {}
     barrier = threading.Barrier(8)
 
     def session(i):
         barrier.wait()
-        got[i] = shared.get(images[i], "tiny_sa_resnet18", registry)
+        got[i] = shared.get(images[i], handle)
 
     threads = [threading.Thread(target=session, args=(i,)) for i in range(8)]
     for t in threads:
@@ -132,7 +134,7 @@ def test_eight_concurrent_sessions_get_exactly_their_own_results(registry):
         torch.testing.assert_close(got[i].probs, alone[i].probs, rtol=1e-6, atol=1e-7)
         for k, v in alone[i].self_attn.items():
             torch.testing.assert_close(got[i].self_attn[k], v, rtol=1e-6, atol=1e-7)
-    model = registry.get("tiny_sa_resnet18")
+    model = handle.model
     assert all(not m._forward_hooks for m in model.modules())
 
 

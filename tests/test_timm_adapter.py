@@ -428,14 +428,14 @@ def test_the_app_registry_loads_a_timm_checkpoint_or_random_weights_and_refuses_
     from attnviz.app.service import ModelRegistry
 
     registry = ModelRegistry(upload_dir=tmp_path, max_uploads=2)
-    name = registry.add_timm("timm:test_efficientnet")
-    assert name == "timm:test_efficientnet (random weights)" and registry.has(name)
-    assert registry.attention_line(name).startswith("attention found: ")
+    handle = registry.add_timm("timm:test_efficientnet")
+    assert handle.label == "timm:test_efficientnet (random weights)" and registry.upload(handle.key) is handle
+    assert handle.attention_line().startswith("attention found: ")
     model = _randomise(timm.create_model("test_efficientnet", pretrained=False))
     buf = tmp_path / "w.pth"
     torch.save(model.state_dict(), buf)
     uploaded = registry.add_timm("timm:test_efficientnet", buf.read_bytes(), "w.pth")
-    torch.testing.assert_close(_outputs(registry.get(uploaded)), _outputs(model), rtol=0, atol=0)
+    torch.testing.assert_close(_outputs(uploaded.model), _outputs(model), rtol=0, atol=0)
     with pytest.raises(WeightsError) as e:
         registry.add_timm("timm:test_resnet", buf.read_bytes(), "w.pth")
     assert "is not a test_resnet checkpoint" in _one_line(e)

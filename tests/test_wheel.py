@@ -51,7 +51,7 @@ assert explorer.FRONTEND.resolve().is_relative_to(site) and (explorer.FRONTEND /
 registry = ModelRegistry()
 for name in SHIPPED:
     a = attnviz.analyze(next(iter(sample_images().values())), attnviz.load_model(name))
-    print(name, a.top_k(1)[0][0], registry.profile(name) is not None)
+    print(name, a.top_k(1)[0][0], registry.handle(name).profile is not None)
 """
     out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
@@ -59,3 +59,13 @@ for name in SHIPPED:
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert set(lines) == set(SHIPPED)
     assert lines["se_resnet18"].endswith("True")  # the SE profile travelled with its weights
+
+
+def test_the_wheel_lists_every_package_of_the_source_tree():
+    import tomllib
+    from setuptools import find_namespace_packages
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {p for p in find_namespace_packages(str(ROOT), include=["attnviz*"]) if "__pycache__" not in p}
+    assert listed == found | {"attnviz.shipped"}  # the shipped weights: weights/ at the top, mapped into the package
+    assert (ROOT / "weights" / "resnet18.safetensors").is_file() and not (ROOT / "attnviz" / "shipped").exists()

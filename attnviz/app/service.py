@@ -8,6 +8,8 @@ import hashlib
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -15,6 +17,8 @@ from torch import nn
 from .. import limits
 from ..analysis import Analysis, analyze
 from ..cam import check_available
+from ..capture import attention_modules
+from ..loading import load_model
 from ..profile import SEProfile, profile_path
 from ..weights import WeightsError, WeightsMeta, find_weights, load_pair
 
@@ -35,16 +39,62 @@ def image_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """One model as the page knows it: everything a view needs comes from here, never
+    from a name matched again. ``key`` is unique per weights (a pair uploaded under a
+    shipped model's name is another key); ``label`` is what the page shows; ``profile`` is
+    the SE class profile shipped beside these very weights, or None; ``kinds`` the attention
+    kinds the model produces (``kinds.KINDS``)."""
+
+    key: str
+    label: str
+    model: nn.Module
+    profile: SEProfile | None = None
+    kinds: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def meta(self) -> WeightsMeta:
+        return self.model.attnviz_meta
+
+    @property
+    def is_timm(self) -> bool:
+        return self.meta.arch.startswith("timm:")
+
+    def has_any(self, kinds: Iterable[str]) -> bool:
+        return not self.kinds.isdisjoint(kinds)
+
+    def attention_line(self) -> str:
+        """One line: the attention kinds attnviz found in a timm model (and what it cannot show), or ''."""
+        if not self.is_timm:
+            return ""
+        from .. import timm_adapter
+
+        return timm_adapter.summary_line(self.model, attention_modules(self.model))
+
+
+def make_handle(key: str, label: str, model: nn.Module, profile: SEProfile | None = None) -> ModelHandle:
+    return ModelHandle(key, label, model, profile, frozenset(attention_modules(model).values()))
+
+
+def _pair_profile(path: Path, meta: WeightsMeta) -> SEProfile | None:
+    """The SE class profile shipped beside the weights file ``path``, if it is that model's."""
+    prof_path = profile_path(path)
+    if not prof_path.is_file():
+        return None
+    prof = SEProfile.from_json(prof_path)
+    return prof if prof.model == meta.name else None
+
+
 class ModelRegistry:
-    """Loads each model at most once per process; safe to share between sessions.
-    Models are only ever used in eval mode under ``inference_mode``, and captures
-    are per-thread, so one instance serves every session."""
+    """Loads each model at most once per process and hands out ``ModelHandle``s; safe to
+    share between sessions. Models are only ever used in eval mode under
+    ``inference_mode``, and captures are per-thread, so one instance serves every session."""
 
     def __init__(self, upload_dir: Path | None = None, max_uploads: int = limits.MAX_UPLOADED_MODELS) -> None:
         self._lock = threading.Lock()
-        self._models: dict[Path | str, nn.Module] = {}  # by weights path, or "upload:<sha256>"
-        self._profiles: dict[Path, SEProfile | None] = {}
-        self._uploads: OrderedDict[str, str] = OrderedDict()
+        self._files: dict[Path, ModelHandle] = {}  # weights pairs found on disk, by path
+        self._uploads: OrderedDict[str, ModelHandle] = OrderedDict()  # by key
         self._upload_dir = Path(upload_dir or Path(tempfile.gettempdir()) / "attnviz-uploads")
         self._max_uploads = max_uploads
 
@@ -53,20 +103,31 @@ class ModelRegistry:
         listed by the session that uploaded them."""
         return sorted(find_weights())
 
-    def _path(self, name: str) -> Path | str:
-        with self._lock:
-            if name in self._uploads:
-                return self._uploads[name]
+    def handle(self, name: str) -> ModelHandle:
+        """The model found on disk under ``name``, loaded once (``WeightsError``: one line)."""
         found = find_weights()
         if name not in found:
             raise WeightsError(f"unknown model {name!r}; available: {', '.join(sorted(found)) or 'none'}")
-        return found[name]
+        path = found[name]
+        with self._lock:
+            if path in self._files:
+                return self._files[path]
+        model, meta = load_pair(path)  # outside the lock: seconds for a large pair
+        handle = make_handle(f"file-{name}-{meta.sha256[:12]}", name, model, _pair_profile(path, meta))
+        with self._lock:
+            return self._files.setdefault(path, handle)
 
-    def add_upload(self, weights: bytes, metadata: bytes) -> str:
-        """Verify and load a user's ``.safetensors`` + ``.json`` pair; returns the name
-        it is known by. Raises ``WeightsError`` (one line) for anything that does not
-        match its metadata. At most ``max_uploads`` uploaded models are kept, in memory
-        only: the files are written to a private temporary folder, loaded, and deleted."""
+    def upload(self, key: str) -> ModelHandle | None:
+        """An uploaded model by its key, or None once newer uploads have replaced it."""
+        with self._lock:
+            return self._uploads.get(key)
+
+    def add_upload(self, weights: bytes, metadata: bytes) -> ModelHandle:
+        """Verify and load a user's ``.safetensors`` + ``.json`` pair. Raises
+        ``WeightsError`` (one line) for anything that does not match its metadata. At most
+        ``max_uploads`` uploaded models are kept, in memory only: the files are written to
+        a private temporary folder, loaded, and deleted. It has no SE profile: a profile
+        belongs to the weights it was measured on."""
         if len(weights) > limits.MAX_FILE_BYTES or len(metadata) > limits.MAX_FILE_BYTES:
             raise WeightsError(f"weights and metadata must each be at most {limits.MAX_UPLOAD_MB} MB")
         self._upload_dir.mkdir(parents=True, exist_ok=True)
@@ -76,82 +137,41 @@ class ModelRegistry:
             st_path.with_suffix(".json").write_bytes(metadata)
             model, meta = load_pair(st_path)  # hash, architecture, names and shapes checked here
         digest = hashlib.sha256(weights + b"\0" + metadata).hexdigest()
-        return self._keep(f"{meta.name} (uploaded {digest[:8]})", f"upload:{digest}", model)
+        return self._keep(make_handle(f"upload-{digest[:16]}", f"{meta.name} (uploaded {digest[:8]})", model))
 
-    def _keep(self, name: str, key: str, model: nn.Module) -> str:
-        """Keep an uploaded model under ``name``, evicting the oldest beyond ``max_uploads``."""
+    def _keep(self, handle: ModelHandle) -> ModelHandle:
+        """Keep an uploaded model, evicting the oldest beyond ``max_uploads``."""
         with self._lock:
-            self._models[key] = model
-            self._uploads[name] = key
-            self._uploads.move_to_end(name)
+            self._uploads[handle.key] = handle
+            self._uploads.move_to_end(handle.key)
             while len(self._uploads) > self._max_uploads:
-                _, old = self._uploads.popitem(last=False)
-                self._models.pop(old, None)
-        return name
+                self._uploads.popitem(last=False)
+        return handle
 
-    def add_timm(self, arch: str, checkpoint: bytes | None = None, filename: str = "checkpoint.safetensors") -> str:
+    def add_timm(self, arch: str, checkpoint: bytes | None = None, filename: str = "checkpoint.safetensors"
+                 ) -> ModelHandle:
         """Load a timm architecture (``timm_adapter.SUPPORTED`` or any timm name) with a
         user's checkpoint (``.safetensors``, or a ``.pth``/``.bin`` state dict, read with
-        ``weights_only=True``), or with random weights when ``checkpoint`` is None; returns
-        the name it is known by. Kept like an upload (in memory, at most ``max_uploads``).
-        Raises ``WeightsError`` (one line) for a checkpoint that does not fit."""
-        from .. import timm_adapter
-
+        ``weights_only=True``), or with random weights when ``checkpoint`` is None. Kept
+        like an upload (in memory, at most ``max_uploads``). Raises ``WeightsError`` (one
+        line) for a checkpoint that does not fit."""
         if checkpoint is not None and len(checkpoint) > limits.MAX_CHECKPOINT_MB * 1024 * 1024:
             raise WeightsError(f"a checkpoint must be at most {limits.MAX_CHECKPOINT_MB} MB")
         suffix = Path(filename).suffix.lower()
         if checkpoint is not None and suffix not in (".safetensors", ".pth", ".pt", ".bin"):
             raise WeightsError(f"{filename}: expected a .safetensors, .pth, .pt or .bin file")
         if checkpoint is None:
-            model = timm_adapter.load(arch, pretrained=False)
+            model = load_model(arch, pretrained=False)
             digest, what = hashlib.sha256(f"random {arch}".encode()).hexdigest(), "random weights"
         else:
             self._upload_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="upload-", dir=self._upload_dir) as tmp:
                 path = Path(tmp) / f"checkpoint{suffix}"
                 path.write_bytes(checkpoint)
-                model = timm_adapter.load(arch, path)
+                model = load_model(arch, path)
             digest = hashlib.sha256(arch.encode() + b"\0" + checkpoint).hexdigest()
             what = f"uploaded {digest[:8]}"
-        return self._keep(f"{model.attnviz_meta.name} ({what})", f"upload:{digest}", model)
-
-    def attention_line(self, name: str) -> str:
-        """One line: the attention kinds attnviz found in the model (timm models), or ''."""
-        model = self.get(name)
-        if not model.attnviz_meta.arch.startswith("timm:"):
-            return ""
-        from .. import timm_adapter
-        from ..capture import attention_modules
-
-        return timm_adapter.summary_line(model, attention_modules(model))
-
-    def has(self, name: str) -> bool:
-        with self._lock:
-            return name in self._uploads or name in find_weights()
-
-    def get(self, name: str) -> nn.Module:
-        path = self._path(name)
-        with self._lock:
-            if path not in self._models:
-                if isinstance(path, str):  # evicted by newer uploads since _path looked
-                    raise WeightsError(f"{name} is no longer loaded (newer uploads replaced it); upload it again")
-                self._models[path] = load_pair(path)[0]
-            return self._models[path]
-
-    def meta(self, name: str) -> WeightsMeta:
-        return self.get(name).attnviz_meta
-
-    def profile(self, name: str) -> SEProfile | None:
-        """The SE class profile shipped next to the model's weights, read once
-        (uploaded models have none)."""
-        where = self._path(name)
-        if isinstance(where, str):
-            return None
-        path = profile_path(where)
-        with self._lock:
-            if path not in self._profiles:
-                self._profiles[path] = SEProfile.from_json(path) if path.is_file() else None
-            return self._profiles[path]
+        return self._keep(make_handle(f"timm-{digest[:16]}", f"{model.attnviz_meta.name} ({what})", model))
 
 
 class ResultCache:
@@ -175,10 +195,9 @@ class ResultCache:
         with self._lock:
             return len(self._entries)
 
-    def get(self, data: bytes, model_name: str, registry: ModelRegistry, size: int | None = None) -> Analysis:
-        # keyed by where the weights come from, not only their name: a name found in
-        # another folder, or uploaded again, is another model
-        key = (image_key(data), model_name, str(registry._path(model_name)), size)
+    def get(self, data: bytes, handle: ModelHandle, size: int | None = None) -> Analysis:
+        # keyed by the handle: the same name from another folder, or uploaded again, is another model
+        key = (image_key(data), handle.key, size)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -189,7 +208,7 @@ class ResultCache:
                 if key in self._entries:
                     return self._entries[key]
             try:
-                result = analyze(data, registry.get(model_name), size=size)
+                result = analyze(data, handle.model, size=size)
             except BaseException:
                 with self._lock:
                     self._key_locks.pop(key, None)
@@ -231,7 +250,7 @@ def warm_up() -> list[str]:
     problems = []
     for name in registry.names():
         try:
-            results.get(data, name, registry)
+            results.get(data, registry.handle(name))
         except WeightsError as exc:
             problems.append(f"{name}: {exc}")
     try:  # the Compare view's Grad-CAM: its package (OpenCV, SciPy) takes seconds to import

@@ -1,16 +1,14 @@
-"""Pure helpers for the Streamlit front end: what the page says, which model shows
-which view, and the mapping between the displayed image and the original."""
+"""Pure helpers for the Streamlit front end: what the page says, which interventions a
+view offers, and the mapping between the displayed image and the original."""
 
 from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from ..analysis import Analysis
 from ..attention_quality import HeadQuality
 from ..image import display_image
-from ..models import REGISTRY
-
-VIEWS = ("Predictions", "SE", "CBAM", "Self-attention", "Axial", "Context", "Compare", "Export")
+from ..intervene import INTERVENTIONS
+from ..kinds import KINDS, kinds_of_view
 
 EXPLAIN = {
     "se": "SE reweights channels only: one gate in 0..1 per channel, the same at every position.",
@@ -70,27 +68,15 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CLICK_WIDTH = 448
 
 
-# The capture kind that a view needs ('cbam' shows both of CBAM's kinds).
-VIEW_KIND = {"se": "se", "cbam": "cbam_channel", "self_attn": "self_attn", "axial": "axial_height",
-             "context": "context"}
-
 TIMM_HELP = ("A timm (PyTorch Image Models) architecture and its checkpoint: a .safetensors file, or a .pth/.bin "
              "state dict (read as plain tensors; nothing is unpickled as code). Without a checkpoint: random "
              "weights, to try the views. Nothing is downloaded.")
 
 
-def has_kind(arch: str, kind: str) -> bool:
-    """Whether models of ``arch`` (a registered architecture) have the view ``kind``
-    ('se', 'cbam', 'self_attn', 'axial'); False for an architecture the registry does not know."""
-    return arch in REGISTRY and VIEW_KIND[kind] in REGISTRY[arch].kinds
-
-
-def shows(a: Analysis, kind: str) -> bool:
-    """Whether the analysis ``a`` has the view ``kind``: by its registered architecture for
-    attnviz's own models, by what was captured for any other (timm) model."""
-    if a.meta is not None and a.meta.arch in REGISTRY:
-        return has_kind(a.meta.arch, kind)
-    return bool(getattr(a, VIEW_KIND[kind]))
+def missing_kind_line(kinds: tuple[str, ...]) -> str:
+    """What a view says where no loaded model has any of ``kinds``."""
+    labels = dict.fromkeys(KINDS[k].label.split(" (")[0] for k in kinds)  # an axial layer's two steps: one
+    return f"No model with {' or '.join(labels)} is loaded."
 
 
 def to_image_xy(click: dict, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -135,19 +121,15 @@ INTERVENTION_LABELS = {
     "attn-self": "attention replaced by the identity (no mixing)",
 }
 
-# The interventions each view offers ('gates-mean' only where the model has an SE profile).
-VIEW_INTERVENTIONS = {
-    "se": ("gates-off", "gates-mean", "knockout-top"),
-    "cbam": ("gates-off", "knockout-top", "spatial-mean", "spatial-invert"),
-    "self_attn": ("attn-uniform", "attn-self"),
-}
 WHOLE_MODEL = "whole model"
 
 
 def interventions_for(view: str, has_profile: bool) -> list[str]:
-    """The interventions the ``view`` ('se', 'cbam', 'self_attn') offers for a model
-    with or without a shipped SE profile."""
-    return [w for w in VIEW_INTERVENTIONS[view] if w != "gates-mean" or has_profile]
+    """The interventions the ``view`` ('se', 'cbam', 'self_attn') offers for a model with
+    or without an SE profile of its own: those of the kinds it draws (``kinds.KINDS``);
+    'gates-mean' needs the profile's mean gates."""
+    offered = {w for k in kinds_of_view(view) for w in KINDS[k].interventions}
+    return [w for w in INTERVENTIONS if w in offered and (w != "gates-mean" or has_profile)]
 
 
 def intervention_summary(result) -> str:

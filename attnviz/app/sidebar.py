@@ -1,0 +1,94 @@
+"""The sidebar: the image (a sample or an upload) and the models (those found on disk,
+a user's own weights pair, a timm model), each as a ``ModelHandle``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from .. import limits
+from ..weights import WeightsError
+from . import ui
+from .service import ModelHandle, ModelRegistry, sample_images
+
+
+def pick_image() -> tuple[bytes, str] | None:
+    """The image bytes and a label for them, or None before an upload."""
+    st.sidebar.header("Image")
+    source = st.sidebar.radio("Source", ["Sample", "Upload"], horizontal=True, key="source")
+    if source == "Upload":
+        up = st.sidebar.file_uploader(
+            f"JPEG, PNG, WebP, BMP, GIF or TIFF, up to {limits.MAX_UPLOAD_MB} MB",
+            type=ui.UPLOAD_TYPES, max_upload_size=limits.MAX_UPLOAD_MB, key="upload")
+        return (up.getvalue(), up.name) if up is not None else None
+    samples = sample_images()
+    name = st.sidebar.selectbox("Sample", list(samples), key="sample")
+    st.sidebar.caption("Bundled samples are CC0, public domain or CC BY; see attnviz/samples/LICENSES.md.")
+    return samples[name].read_bytes(), f"sample: {name}"
+
+
+def _keep_loaded(loaded: list[str], load: Callable[[], ModelHandle], refused: str,
+                 said: Callable[[ModelHandle], str]) -> None:
+    """Run ``load``: one line when the weights are refused, else the handle's key joins
+    this session's ``loaded`` and ``said(handle)`` is shown."""
+    try:
+        handle = load()
+    except WeightsError as exc:
+        st.error(f"{refused}: {exc}")
+        return
+    if handle.key not in loaded:
+        loaded.append(handle.key)
+    st.success(said(handle))
+
+
+def _still_kept(registry: ModelRegistry, keys: list[str]) -> list[ModelHandle]:
+    return [h for h in map(registry.upload, keys) if h is not None]
+
+
+def own_weights(registry: ModelRegistry) -> list[ModelHandle]:
+    """The upload of a user's own weights pair; returns this session's uploads."""
+    uploaded = st.session_state.setdefault("uploaded_models", [])
+    with st.sidebar.expander("Your own weights"):
+        st.caption("A .safetensors file and its .json metadata, as `attnviz train` writes them. "
+                   "Checked against the metadata (sha256, architecture, tensor names and shapes); "
+                   "nothing is unpickled.")
+        w = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="own-weights",
+                             max_upload_size=limits.MAX_UPLOAD_MB)
+        m = st.file_uploader("Metadata (.json)", type=["json"], key="own-meta", max_upload_size=limits.MAX_UPLOAD_MB)
+        if w is not None and m is not None and st.button("Load these weights", key="own-load"):
+            _keep_loaded(uploaded, lambda: registry.add_upload(w.getvalue(), m.getvalue()),
+                         "These weights can't be used", lambda h: f"Loaded {h.label}.")
+    return _still_kept(registry, uploaded)
+
+
+def own_timm_model(registry: ModelRegistry) -> list[ModelHandle]:
+    """"Your own model": a timm architecture with an uploaded checkpoint (or random
+    weights); returns this session's timm models."""
+    from ..timm_adapter import SUPPORTED
+
+    loaded = st.session_state.setdefault("timm_models", [])
+    with st.sidebar.expander("Your own model (timm)"):
+        st.caption(ui.TIMM_HELP)
+        arch = st.selectbox("Architecture", list(SUPPORTED), key="timm-arch",
+                            format_func=lambda n: f"{n}: {SUPPORTED[n].shows}")
+        ckpt = st.file_uploader("Checkpoint", type=["safetensors", "pth", "pt", "bin"], key="timm-ckpt",
+                                max_upload_size=limits.MAX_CHECKPOINT_MB)
+        random_weights = st.checkbox("Random weights (no checkpoint)", key="timm-random")
+        if (ckpt is not None or random_weights) and st.button("Load this model", key="timm-load"):
+            checkpoint, filename = (None, "") if random_weights else (ckpt.getvalue(), ckpt.name)
+            with st.spinner(f"Loading {arch}..."):
+                _keep_loaded(loaded, lambda: registry.add_timm(f"timm:{arch}", checkpoint, filename),
+                             "This model can't be used", lambda h: f"Loaded {h.label}. {h.attention_line()}")
+    return _still_kept(registry, loaded)
+
+
+def disk_models(registry: ModelRegistry) -> list[ModelHandle]:
+    """Every model found on disk, loaded once per process; one line for each that can't be."""
+    handles = []
+    for name in registry.names():
+        try:
+            handles.append(registry.handle(name))
+        except WeightsError as exc:
+            st.warning(f"Model {name} skipped: {exc}")
+    return handles

@@ -1,0 +1,48 @@
+"""Axial attention: for a clicked pixel, each layer's height step along its column, width
+step along its row, and the composed map of both over the whole image."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ... import figures
+from .. import ui
+from ..click_image import click_image
+from ..page import Page
+from ..widgets import chart, pick_model, wkey
+from .self_attention import clicked_query
+
+VIEW = "axial"
+
+
+@st.fragment
+def render(page: Page) -> None:
+    shown = pick_model(page, VIEW)
+    if shown is None:
+        st.caption("Train one with `attnviz train --arch axial_resnet18` and load it under "
+                   "\"Your own weights\" in the sidebar.")
+        return
+    a = shown.analysis
+    st.caption(ui.EXPLAIN["axial"])
+    st.caption("Click the image to choose the query pixel.")
+    click_key, q = clicked_query(page, shown, VIEW)
+    left, right = st.columns([2, 7])
+    with left:
+        click_image(ui.marked_image(a.display, q, extent=a.image_size), key=click_key)
+    with right:
+        for layer in a.self_attn:
+            h, w = a.self_attn_grid[layer]
+            row, col = a.cell(layer, *q)
+            along_column, along_row = a.axial_query(layer, *q)
+            st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) → cell "
+                        f"(row {row}, col {col}) of {h}×{w}")
+            heads = along_column.shape[0]
+            options = [f"mean of {heads} heads", *(f"head {i}" for i in range(heads))]
+            head = options.index(st.radio("Heads", options, horizontal=True,
+                                          key=wkey(VIEW, f"head-{layer}", shown))) - 1
+            figs = figures.axial_panels(a.display, along_column, along_row, a.query(layer, *q), q, (row, col), layer,
+                                        head=None if head < 0 else head, extent=a.image_size,
+                                        width_px=ui.MAP_WIDTH["axial"])
+            for i, (column, fig) in enumerate(zip(st.columns(3), figs)):
+                with column:
+                    chart(fig, key=wkey(VIEW, f"{layer}-{i}", shown))

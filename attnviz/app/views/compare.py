@@ -1,0 +1,56 @@
+"""Compare: SE, CBAM and self-attention side by side, each with Grad-CAM under it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ... import figures
+from .. import ui
+from ..page import Page, Shown
+from ..widgets import cam_chart, chart, pick_model, wkey
+
+VIEW = "compare"
+
+
+def _layer(kind: str, layers: list[str], shown: Shown) -> str:
+    return st.selectbox("Layer", layers, index=ui.default_layer(kind, layers), format_func=figures.short_name,
+                        key=wkey(VIEW, f"{kind}-layer", shown))
+
+
+def render(page: Page) -> None:
+    width = ui.MAP_WIDTH["compare"]
+    cols = st.columns(3)
+    with cols[0]:
+        st.subheader("SE: channels")
+        st.caption(ui.EXPLAIN["se"])
+        shown = pick_model(page, VIEW, ("se",), part="se-model")
+        if shown:
+            a = shown.analysis
+            path = _layer("se", list(a.se), shown)
+            chart(figures.gate_bars(a.se[path], f"{figures.short_name(path)} gates", sort=True),
+                  key=wkey(VIEW, "se-bars", shown))
+            cam_chart(page, shown, f"{VIEW}-se", width)
+    with cols[1]:
+        st.subheader("CBAM: channels + where")
+        st.caption(ui.EXPLAIN["cbam"])
+        shown = pick_model(page, VIEW, ("cbam_spatial",), part="cbam-model")
+        if shown:
+            a = shown.analysis
+            path = _layer("cbam", list(a.cbam_spatial), shown)
+            chart(figures.overlay(a.display, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate",
+                                  extent=a.image_size, width_px=width), key=wkey(VIEW, "cbam-map", shown))
+            cam_chart(page, shown, f"{VIEW}-cbam", width)
+    with cols[2]:
+        st.subheader("Self-attention: point to point")
+        st.caption(ui.EXPLAIN["self_attn"])
+        # an axial layer's composed map is in self_attn too
+        shown = pick_model(page, VIEW, ("self_attn", "axial_height"), part="sa-model")
+        if shown:
+            a = shown.analysis
+            layer = _layer("self_attn", list(a.self_attn), shown)
+            q = ui.centre(a.image_size)
+            chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size, width_px=width),
+                  key=wkey(VIEW, "sa-map", shown))
+            st.caption("Query: the image centre (choose another in the Self-attention view).")
+            cam_chart(page, shown, f"{VIEW}-sa", width)
+    st.caption(ui.EXPLAIN["grad_cam"])
