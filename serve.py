@@ -8,7 +8,6 @@ import asyncio
 import signal
 import sys
 import time
-import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,21 +27,19 @@ async def lifespan(app):
     yield None
 
 
+# uvicorn, which serves st.App, imports this module while it starts, after putting in its
+# own SIGTERM handler: a method of the running uvicorn.Server.
+_server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+
+
 def _exit_cleanly(signum, frame) -> None:
-    # `docker stop` and Kubernetes send SIGTERM. Served through st.App, the process
-    # would die of it (status -15): ask the uvicorn server to shut down as it does on
-    # Ctrl-C (sessions closed, lifespan ended), so it returns and exits with 0.
-    import gc
-
-    import uvicorn
-
-    with warnings.catch_warnings():  # isinstance on torch's deprecated module attributes warns
-        warnings.simplefilter("ignore")
-        servers = [o for o in gc.get_objects() if isinstance(o, uvicorn.Server)]
-    if not servers:  # not serving yet (still warming up): nothing to close
+    # `docker stop` and Kubernetes send SIGTERM. uvicorn's own handler shuts the server down
+    # as on Ctrl-C (sessions closed, lifespan ended) but then raises the signal again, and the
+    # process dies of it (status -15). Asking the server to stop does the same shutdown and
+    # returns: the process exits with 0. Before uvicorn serves, there is nothing to close.
+    if _server is None or not hasattr(_server, "should_exit"):
         sys.exit(0)
-    for server in servers:
-        server.should_exit = True
+    _server.should_exit = True
 
 
 signal.signal(signal.SIGTERM, _exit_cleanly)

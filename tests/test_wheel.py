@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
+
+from setuptools import find_namespace_packages
 
 from attnviz.models import SHIPPED
 
@@ -62,10 +65,19 @@ for name in SHIPPED:
 
 
 def test_the_wheel_lists_every_package_of_the_source_tree():
-    import tomllib
-    from setuptools import find_namespace_packages
 
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {p for p in find_namespace_packages(str(ROOT), include=["attnviz*"]) if "__pycache__" not in p}
     assert listed == found | {"attnviz.shipped"}  # the shipped weights: weights/ at the top, mapped into the package
     assert (ROOT / "weights" / "resnet18.safetensors").is_file() and not (ROOT / "attnviz" / "shipped").exists()
+
+
+def test_the_metadata_asks_for_what_the_code_uses():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"  # numpy 2.4 and Pillow 13 (requirements.txt) need 3.11
+    assert "FROM python:3.11" in (ROOT / "Dockerfile").read_text()
+    pins = dict(line.split("#")[0].strip().split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line)
+    app = next(d for d in project["optional-dependencies"]["app"] if d.startswith("streamlit"))
+    assert app == "streamlit>=1.67" and pins["streamlit"] >= "1.67"  # st.App and components v2
+    assert "Python 3.11+" in (ROOT / "README.md").read_text()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from timm.utils import ModelEmaV3
@@ -40,6 +41,9 @@ from .data import decode_folder, random_flip, random_resized_crop_flip, source_f
 from .evaluate import top1
 from .machine import autocast, choose_precision, cpu_model, native_bf16
 from .recipe import Recipe, class_names, param_groups
+
+if TYPE_CHECKING:
+    from timm.utils import ModelEmaV3
 
 
 def start_from_pair(model: nn.Module, pair: Path, arch: str, recipe: Recipe) -> float:
@@ -137,7 +141,11 @@ def train(
     opt = torch.optim.SGD(
         param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True
     )
-    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay else None
+    ema = None
+    if recipe.ema_decay:
+        from timm.utils import ModelEmaV3  # timm's EMA of the weights, parameters and buffers
+
+        ema = ModelEmaV3(model, decay=recipe.ema_decay)
     ckpt_path = Path(checkpoint_dir or out_dir) / f"{name}.ckpt.pt"
     start_epoch, elapsed = 0, 0.0
     if resume and ckpt_path.is_file():
