@@ -11,6 +11,7 @@ from torch import nn
 from . import figures
 from .analysis import Analysis, analyze
 from .export import json_bytes, npz_bytes, write_atomic
+from .kinds import KINDS, Kind
 
 
 def figures_for(a: Analysis, query: tuple[float, float] | None = None, cam=None) -> dict[str, go.Figure]:
@@ -21,26 +22,32 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None, cam=None)
         figs[f"gradcam_{cam.layer}"] = figures.cam_overlay(
             a.display, cam.map, f"Grad-CAM {cam.layer}: {cam.class_name} ({cam.probability:.1%})",
             extent=a.image_size)
-    if a.se:
-        figs["se_overview"] = figures.gates_heatmap(a.se, "SE gates, all blocks")
-        for path, g in a.se.items():
-            figs[f"se_{figures.short_name(path)}"] = figures.gate_bars(g, f"SE gates {figures.short_name(path)}")
-    if a.cbam_channel:
-        figs["cbam_channel_overview"] = figures.gates_heatmap(a.cbam_channel, "CBAM channel gates, all blocks")
-    for path, m in a.cbam_spatial.items():
-        figs[f"cbam_spatial_{figures.short_name(path)}"] = figures.overlay(
-            a.display, m, f"CBAM spatial gate {figures.short_name(path)}", extent=a.image_size)
-    for path, maps in a.context.items():
-        what = "context map" if len(maps) == 1 else f"mean of {len(maps)} key maps"
-        figs[f"context_{figures.short_name(path)}"] = figures.context_overlay(
-            a.display, maps.mean(0), f"{figures.short_name(path)}: {what}", extent=a.image_size)
-    if a.self_attn:
-        width, height = a.image_size
-        q = query if query is not None else ((width - 1) / 2, (height - 1) / 2)
-        for layer in a.self_attn:
-            figs[f"self_attn_{figures.short_name(layer)}"] = figures.query_panel(
-                a.display, a.query(layer, *q), q, layer, extent=a.image_size,
-                quality=a.quality[layer])
+    width, height = a.image_size
+    q = query if query is not None else ((width - 1) / 2, (height - 1) / 2)
+    for kind in KINDS.values():
+        for label, fig in _kind_figures(a, kind, q).items():
+            figs[f"{kind.name}_{label}"] = fig
+    return figs
+
+
+def _kind_figures(a: Analysis, kind: Kind, q: tuple[float, float]) -> dict[str, go.Figure]:
+    """One kind's figures, drawn by its ``form`` (``kinds.KINDS``), by label."""
+    kept, figs = a.maps[kind.name], {}
+    if kind.form == "channels" and kept:
+        figs["overview"] = figures.gates_heatmap(kept, f"{kind.label}, all blocks")
+        figs.update({figures.short_name(p): figures.gate_bars(g, f"{kind.label} {figures.short_name(p)}")
+                     for p, g in kept.items()})
+    for path, t in kept.items():
+        name = figures.short_name(path)
+        if kind.form == "map":
+            figs[name] = figures.overlay(a.display, t, f"{kind.label} {name}", extent=a.image_size)
+        elif kind.form == "maps":
+            what = "map" if len(t) == 1 else f"mean of {len(t)} key maps"
+            figs[name] = figures.context_overlay(a.display, t.mean(0), f"{name}: {kind.label} ({what})",
+                                                 extent=a.image_size)
+        elif kind.form == "matrix":
+            figs[name] = figures.query_panel(a.display, a.query(path, *q), q, path, extent=a.image_size,
+                                             quality=a.quality[path])
     return figs
 
 

@@ -10,6 +10,10 @@ everything the rest of attnviz needs to know about it:
   submodule whose output is recorded (timm's layers: ``timm_adapter``'s table);
 - ``keep``: a captured batch (B, ...) and an image index -> what ``Analysis`` keeps;
 - ``view``: the app's view that draws it (``attnviz.app.views``);
+- ``form``: how a static figure draws it (``explain``'s PNGs): ``channels`` (gate bars
+  and an overview of every block), ``map`` (an overlay on the photo), ``maps`` (the mean
+  of several overlays), ``matrix`` (a query pixel's map per head), ``steps`` (none: an
+  axial layer's two steps are drawn as their composed matrix);
 - ``interventions``: what ``attnviz.intervene`` can do to it;
 - ``matrix``: an attention matrix whose rows sum to 1 (its layer only reads it, so the
   capture keeps it without a copy, and the quality figures apply);
@@ -53,6 +57,7 @@ class Kind:
     output: str
     keep: Callable[[torch.Tensor, int], torch.Tensor]
     view: str | None
+    form: str
     interventions: tuple[str, ...] = ()
     matrix: bool = False
     exported: bool = True
@@ -68,23 +73,25 @@ GATE_INTERVENTIONS = ("gates-off", "gates-mean", "knockout-top")
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("se", label="SE gates", shape="(C,) one gate in 0..1 per channel",
-         layer=SqueezeExcite, output="gate", keep=_channels, view="se", interventions=GATE_INTERVENTIONS),
+         layer=SqueezeExcite, output="gate", keep=_channels, view="se", form="channels",
+         interventions=GATE_INTERVENTIONS),
     Kind("cbam_channel", label="CBAM channel gates", shape="(C,) one gate in 0..1 per channel",
-         layer=ChannelGate, output="gate", keep=_channels, view="cbam", interventions=GATE_INTERVENTIONS),
+         layer=ChannelGate, output="gate", keep=_channels, view="cbam", form="channels",
+         interventions=GATE_INTERVENTIONS),
     Kind("cbam_spatial", label="CBAM spatial gates", shape="(H, W) one gate in 0..1 per position",
-         layer=SpatialGate, output="gate", keep=_spatial, view="cbam",
+         layer=SpatialGate, output="gate", keep=_spatial, view="cbam", form="map",
          interventions=("spatial-mean", "spatial-invert")),
     Kind("self_attn", label="self-attention layers", shape="(heads, N, N), N = H*W, rows sum to 1",
-         layer=SelfAttention2d, output="softmax", keep=_whole, view="self_attn",
+         layer=SelfAttention2d, output="softmax", keep=_whole, view="self_attn", form="matrix",
          interventions=("attn-uniform", "attn-self"), matrix=True),
     Kind("axial_height", label="axial attention (height steps)",
          shape="(heads, W, H, H): each column's attention along it, rows sum to 1",
-         layer=AxialStep, output="softmax", keep=_whole, view="axial", matrix=True, axis="height"),
+         layer=AxialStep, output="softmax", keep=_whole, view="axial", form="steps", matrix=True, axis="height"),
     Kind("axial_width", label="axial attention (width steps)",
          shape="(heads, H, W, W): each row's attention along it, rows sum to 1",
-         layer=AxialStep, output="softmax", keep=_whole, view="axial", matrix=True, axis="width"),
+         layer=AxialStep, output="softmax", keep=_whole, view="axial", form="steps", matrix=True, axis="width"),
     Kind("context", label="context maps", shape="(maps, H, W): one weight per position, each map sums to 1",
-         layer=None, output="", keep=_whole, view="context"),  # timm's GCNet and LambdaNet only
+         layer=None, output="", keep=_whole, view="context", form="maps"),  # timm's GCNet and LambdaNet only
 )}
 
 ATTENTION_MATRIX_KINDS = tuple(k.name for k in KINDS.values() if k.matrix)

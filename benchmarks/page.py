@@ -197,8 +197,20 @@ def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: P
         run.click_s.append(click_pixel(page, img, reference, cx, cy, CLICK_TIMEOUT_S)[2])
 
 
-EXPLORER_READY = """id => { const r = document.querySelector('.avx-root');
-  return !!r && r.dataset.ready === '1' && !!r.__attnviz && r.__attnviz.id !== id; }"""
+# The live explorer: while Streamlit replaces the page's elements an old explorer (of the
+# previous image) can still be in the page beside the new one, so every query names the
+# explorer by its payload's id instead of taking the first one in the page.
+EXPLORER = """id => [...document.querySelectorAll('.avx-root')].find(r => r.dataset.ready === '1' && r.__attnviz
+  && r.__attnviz.id === id)"""
+EXPLORER_READY = """id => [...document.querySelectorAll('.avx-root')].some(r => r.dataset.ready === '1' && r.__attnviz
+  && r.__attnviz.id !== id)"""
+NEW_EXPLORER_ID = """id => [...document.querySelectorAll('.avx-root')].find(r => r.dataset.ready === '1' && r.__attnviz
+  && r.__attnviz.id !== id).__attnviz.id"""
+
+
+def on_explorer(page: Page, ident: str, body: str, arg=None):
+    """Evaluate ``body`` (a JS expression of ``root``, the live explorer's root, and ``arg``)."""
+    return page.evaluate(f"([id, arg]) => {{ const root = ({EXPLORER})(id); return {body}; }}", [ident, arg])
 
 
 def hover_and_time(page: Page, image: Path, positions: int, run: PageRun, sent: list, seed: int = 0) -> None:
@@ -208,32 +220,34 @@ def hover_and_time(page: Page, image: Path, positions: int, run: PageRun, sent: 
     websocket frames the page sent meanwhile."""
     page.get_by_role("radiogroup", name="Query by").get_by_text("Hover", exact=True).click()
     page.wait_for_function(EXPLORER_READY, arg="", timeout=PAGE_TIMEOUT_S * 1000)
-    old = page.evaluate("() => document.querySelector('.avx-root').__attnviz.id")
+    old = page.evaluate("() => document.querySelector('.avx-root').__attnviz.id")  # the only explorer yet
     t0 = time.perf_counter()
     choose_upload(page).set_input_files(str(image))
     page.wait_for_function(EXPLORER_READY, arg=old, polling="raf", timeout=PAGE_TIMEOUT_S * 1000)
     run.hover_ready_s = time.perf_counter() - t0
-    run.layer_bytes = page.evaluate("""() => Object.fromEntries(document.querySelector('.avx-root').__attnviz
-        .payload.layers.map(L => [L.name, L.bytes]))""")
-    box = page.locator("canvas.avx-photo").bounding_box()
+    live = page.evaluate(NEW_EXPLORER_ID, old)
+    run.layer_bytes = on_explorer(page, live, "Object.fromEntries(root.__attnviz.payload.layers.map("
+                                              "L => [L.name, L.bytes]))")
+    box = on_explorer(page, live, "(b => ({x: b.x, y: b.y, width: b.width, height: b.height}))("
+                                  "root.querySelector('canvas.avx-photo').getBoundingClientRect())")
     rng = random.Random(seed)
-    drawn = page.evaluate("() => document.querySelector('.avx-root').__attnviz.latencies.length")
+    drawn = on_explorer(page, live, "root.__attnviz.latencies.length")
     before = len(sent)
     for _ in range(positions):
-        query = page.evaluate("() => document.querySelector('.avx-root').dataset.query")
+        query = on_explorer(page, live, "root.dataset.query")
         while True:
             x, y = box["x"] + rng.uniform(1, box["width"] - 1), box["y"] + rng.uniform(1, box["height"] - 1)
             page.mouse.move(x, y)
             try:
-                page.wait_for_function("q => document.querySelector('.avx-root').dataset.query !== q", arg=query,
+                page.wait_for_function(f"([id, q]) => ({EXPLORER})(id).dataset.query !== q", arg=[live, query],
                                        polling="raf", timeout=2000)
                 break
             except Exception:  # the same pixel as before: nothing new to draw, pick another
                 continue
     page.wait_for_timeout(500)
     run.hover_messages = len(sent) - before
-    run.hover_ms = page.evaluate("n => document.querySelector('.avx-root').__attnviz.latencies.slice(n)", drawn)
-    run.hover_draw_ms = page.evaluate("n => document.querySelector('.avx-root').__attnviz.drawMs.slice(n)", drawn)
+    run.hover_ms = on_explorer(page, live, "root.__attnviz.latencies.slice(arg)", drawn)
+    run.hover_draw_ms = on_explorer(page, live, "root.__attnviz.drawMs.slice(arg)", drawn)
 
 
 def browser_session(images: list[Path], clicks: int, hover_image: Path | None = None,
