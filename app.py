@@ -36,17 +36,14 @@ def main() -> None:
     if not handles:
         st.error("No models found: put weights pairs in a folder and set ATTNVIZ_WEIGHTS_DIR.")
         return
-    picked = sidebar.pick_image()
-    if picked is None:
-        st.info("Upload an image, or pick a sample in the sidebar.")
-        return
-    data, label = picked
+    # drawn before anything can stop the page, so that the chosen view outlives a bad upload
+    title = st.radio("View", [v.title for v in VIEWS], horizontal=True, key="view", label_visibility="collapsed")
+    data, label = sidebar.pick_image()
     shown = analysed(data, handles)
     if not shown:
         return
     first = shown[0].analysis
     st.sidebar.image(first.display, caption=f"{label} ({first.image_size[0]}×{first.image_size[1]})")
-    title = st.radio("View", [v.title for v in VIEWS], horizontal=True, key="view", label_visibility="collapsed")
     BY_TITLE[title].render(Page(data, label, image_key(data)[:16], tuple(shown)))
 
 

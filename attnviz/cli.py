@@ -66,8 +66,10 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import complexity
-    from .weights import find_weights, load_pair
+    import torch
+
+    from .models import build_model, complexity
+    from .weights import WeightsMeta, find_weights, load_pair
 
     found = find_weights()
     if not found:
@@ -75,17 +77,21 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return 1
     status = 0
     for name, path in sorted(found.items()):
-        try:
-            model, meta = load_pair(path)
+        try:  # the metadata only, no weights read (--flops loads each model and runs it once)
+            meta = WeightsMeta.from_json(path.with_suffix(".json"))
+            with torch.device("meta"):  # shapes without memory: the parameter count in microseconds
+                params = sum(p.numel() for p in build_model(meta.arch, width=meta.width,
+                                                            num_classes=meta.num_classes).parameters())
+            gflops = complexity(load_pair(path)[0], meta.input_size)[1] if args.flops else None
         except WeightsError as exc:
             print(f"{name:16s} BROKEN: {exc}")
             status = 1
             continue
         acc = meta.metrics.get("val_top1")
         acc_s = f"val top-1 {acc:.2%}" if isinstance(acc, float) else "accuracy not measured"
-        params, gflops = complexity(model, meta.input_size)
+        flops = f"{gflops:.2f} GFLOPs at {meta.input_size}px  " if gflops is not None else ""
         print(f"{name:16s} {meta.arch:14s} width {meta.width:<3d} {params / 1e6:.2f} M params  "
-              f"{gflops:.2f} GFLOPs at {meta.input_size}px  {meta.num_classes} classes  {acc_s}  {path}")
+              f"{flops}{meta.num_classes} classes  {acc_s}  {path}")
     from .timm_adapter import SUPPORTED
 
     print("\ntimm models, with your checkpoint: --model timm:NAME --checkpoint FILE (or --random-weights)")
@@ -122,7 +128,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     # One shared model (captures are per thread); the cores are split between the workers.
     torch.set_num_threads(max(1, threads // args.workers))
-    failed = 0
+    failed, written = 0, []
     pool = ThreadPoolExecutor(args.workers)
     try:
         futures = {pool.submit(explain_one, src, model, out, stem, query=query, size=args.size,
@@ -130,13 +136,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         for fut in tqdm(as_completed(futures), total=len(futures), desc="explain", unit="img",
                         disable=args.quiet or None):
             try:
-                fut.result()
+                written += fut.result()
             except (ImageError, ValueError, OSError) as exc:  # OSError: its outputs could not be written
                 failed += 1
                 tqdm.write(f"attnviz: error: {futures[fut]}: {exc}", file=sys.stderr)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C: finish the images under way, start no more
         torch.set_num_threads(threads)
+    if not args.quiet:
+        kinds = sorted({p.suffix.lstrip(".").upper() for p in written})
+        print(f"wrote {len(written)} files ({', '.join(kinds) or 'none'}) for {len(jobs) - failed} of {len(jobs)} "
+              f"images to {out}")
     if failed:
         _fail(f"{failed} of {len(jobs)} images failed; the others were written to {out}")
         return 1
@@ -359,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("models", help="list the models that can be loaded")
+    m.add_argument("--flops", action="store_true", help="also load each model and count its GFLOPs (slower)")
     m.add_argument("--weights-dir", help="also load weights pairs from this directory")
     m.set_defaults(func=_cmd_models)
 
@@ -380,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--what", required=True, choices=INTERVENTIONS, help="the intervention")
     i.add_argument("--layer", help="only this block or module, e.g. layer3.1 or layer3.1.se.gate "
                    "(default: every module of the kind)")
-    i.add_argument("--k", type=int, help="knockout-top: channels set to 0 per block (default 8)")
+    i.add_argument("--k", type=int, help="only with --what knockout-top: channels set to 0 per block (default 8)")
     i.add_argument("--class", dest="target", metavar="CLASS",
                    help="report the change of this class, e.g. the true one (default: the top-1 before)")
     i.add_argument("--size", type=int, help="model input size (default: the model's)")

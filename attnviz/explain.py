@@ -33,10 +33,8 @@ def figures_for(a: Analysis, query: tuple[float, float] | None = None, cam=None)
 def _kind_figures(a: Analysis, kind: Kind, q: tuple[float, float]) -> dict[str, go.Figure]:
     """One kind's figures, drawn by its ``form`` (``kinds.KINDS``), by label."""
     kept, figs = a.maps[kind.name], {}
-    if kind.form == "channels" and kept:
+    if kind.form == "channels" and kept:  # every block's gates in one figure (a bar chart each would repeat it)
         figs["overview"] = figures.gates_heatmap(kept, f"{kind.label}, all blocks")
-        figs.update({figures.short_name(p): figures.gate_bars(g, f"{kind.label} {figures.short_name(p)}")
-                     for p, g in kept.items()})
     for path, t in kept.items():
         name = figures.short_name(path)
         if kind.form == "map":
@@ -47,7 +45,8 @@ def _kind_figures(a: Analysis, kind: Kind, q: tuple[float, float]) -> dict[str, 
                                                  extent=a.image_size)
         elif kind.form == "matrix":
             figs[name] = figures.query_panel(a.display, a.query(path, *q), q, path, extent=a.image_size,
-                                             quality=a.quality[path])
+                                             quality=a.quality[path], zmax=float(t.max()),
+                                             scale=next(iter(figures.ATTENTION_SCALES)), mass=figures.DEFAULT_MASS)
     return figs
 
 
@@ -78,17 +77,20 @@ def write_pngs(figs: dict[str, go.Figure], out: Path, stem: str, width: int = 72
 
 
 def explain_one(src: Path, model: nn.Module, out: Path, stem: str, *,
-                query: tuple[float, float] | None = None, size: int | None = None, png: bool = True) -> Analysis:
+                query: tuple[float, float] | None = None, size: int | None = None, png: bool = True) -> list[Path]:
+    """Analyse ``src`` and write ``<stem>.npz``, ``<stem>.json`` and (``png``) its figures
+    into ``out``; returns the paths written."""
     a = analyze(src, model, size=size)
     if query is not None:
         width, height = a.image_size
         if not (0 <= query[0] < width and 0 <= query[1] < height):
             raise ValueError(f"--query {query[0]:g},{query[1]:g} is outside the {width}x{height} image")
-    write_atomic(out / f"{stem}.npz", npz_bytes(a))
-    write_atomic(out / f"{stem}.json", json_bytes(a, str(src)))
+    written = [out / f"{stem}.npz", out / f"{stem}.json"]
+    write_atomic(written[0], npz_bytes(a))
+    write_atomic(written[1], json_bytes(a, str(src)))
     if png:
-        write_pngs(figures_for(a, query, _grad_cam(a, model)), out, stem)
-    return a
+        written += write_pngs(figures_for(a, query, _grad_cam(a, model)), out, stem)
+    return written
 
 
 def _grad_cam(a: Analysis, model: nn.Module):

@@ -19,14 +19,14 @@ import plotly.graph_objects as go
 import torch
 from PIL import Image
 
-from .image import DISPLAY_MAX_SIDE, display_image
+from .image import DISPLAY_MAX_SIDE, display_image, feature_cell
 
 COLORSCALES = ("Viridis", "Inferno", "Cividis", "Greys", "Jet")
 """Colour maps offered for overlays; the first, perceptually uniform, is the default
 (Jet is kept for those used to it, but its bright bands invent edges)."""
 DEFAULT_COLORSCALE = COLORSCALES[0]
 GATE_AXIS = "gate value (absolute, 0..1)"
-ATTN_AXIS = "attention weight (each query's row sums to 1)"
+ATTN_AXIS = "attention weight (rows sum to 1)"
 CAM_AXIS = "relative (min-max scaled)"  # short: the compare view's maps are small
 
 
@@ -192,19 +192,65 @@ HEAD_BACKGROUND_SIDE = 192
 """Long side of each head's copy of the photo in ``query_panel``'s mosaic."""
 HEAD_GAP_PX = 6
 """Gap between the head tiles of the mosaic, in pixels of that photo copy."""
+HEAD_LABEL_PX = 34
+"""Rows of the mosaic this far apart (in the photo copy's pixels) where a label goes under each tile."""
 
 
-def attention_colorbar(zmax: float, n: int) -> dict:
+ATTENTION_SCALES = {"log": "log (3 decades)", "sqrt": "square root", "linear": "linear"}
+"""How attention weights map onto the colours, as the hover explorer offers them (the
+first is the default there): a layer's largest weight is often one query's own cell, and
+on a linear scale the rest of its maps sits near the bottom."""
+DEFAULT_MASS = 0.7
+"""The share of each map's attention whose cells are coloured (the rest of the photo is
+dimmed), as DINO's figures threshold the cumulative mass."""
+
+
+def scaled(values: np.ndarray, zmax: float, scale: str = "linear") -> np.ndarray:
+    """Where attention weights fall on 0..1 for a layer whose largest weight is ``zmax``:
+    ``linear`` v / zmax, ``sqrt`` its square root, ``log`` three decades below zmax."""
+    v = np.clip(np.asarray(values, dtype=np.float64) / (zmax or 1.0), 0, None)
+    if scale == "linear":
+        return v
+    if scale == "sqrt":
+        return np.sqrt(v)
+    if scale == "log":
+        return np.where(v <= 1e-3, 0.0, np.log10(np.maximum(v, 1e-3) * 1000) / 3)
+    raise ValueError(f"scale {scale!r}: expected one of {', '.join(ATTENTION_SCALES)}")
+
+
+def held(maps: np.ndarray, mass: float) -> np.ndarray:
+    """For each map of ``maps`` (..., h, w), the cells that hold ``mass`` of its total
+    weight, the largest first (as the hover explorer picks them); every cell for mass >= 1."""
+    m = np.asarray(maps, dtype=np.float64)
+    flat = m.reshape(-1, m.shape[-2] * m.shape[-1])
+    if mass >= 1:
+        return np.ones(m.shape, dtype=bool)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranked = np.take_along_axis(flat, order, axis=1)
+    before = np.cumsum(ranked, axis=1) - ranked  # the weight of the cells ranked above each one
+    keep_ranked = before < mass * flat.sum(1, keepdims=True)
+    keep = np.zeros_like(keep_ranked)
+    np.put_along_axis(keep, order, keep_ranked, axis=1)
+    return keep.reshape(m.shape)
+
+
+def attention_colorbar(zmax: float, n: int, scale: str = "linear") -> dict:
     """A colour bar for attention weights from 0 to ``zmax`` over ``n`` keys, with a tick
     at the uniform level 1/n: a map whose colours all sit near it is a plain average.
     (A row's largest weight is at least its mean 1/n, so the tick is always in range.)"""
     uniform = 1.0 / n
-    step = 10 ** np.floor(np.log10(zmax / 4)) if zmax > 0 else 1.0
-    step *= next(m for m in (1, 2, 5, 10) if zmax / (step * m) <= 5)
-    ticks = [float(t) for t in np.arange(0, zmax + step * 1e-9, step) if abs(t - uniform) > 0.08 * zmax]
-    vals = sorted([*ticks, uniform])
-    text = [f"uniform 1/{n}" if v == uniform else f"{v:.3g}" for v in vals]
-    return dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0, tickvals=vals, ticktext=text)
+    if scale == "log":
+        ticks = [zmax * 10.0 ** -k for k in range(4)]
+    else:
+        step = 10 ** np.floor(np.log10(zmax / 4)) if zmax > 0 else 1.0
+        step *= next(m for m in (1, 2, 5, 10) if zmax / (step * m) <= 5)
+        ticks = [float(t) for t in np.arange(0, zmax + step * 1e-9, step)]
+    at = lambda v: float(scaled(v, zmax, scale)) * zmax if scale != "linear" else v  # noqa: E731 - colour positions
+    ticks = [t for t in ticks if abs(at(t) - at(uniform)) > 0.08 * zmax]
+    raw = sorted([*ticks, uniform])
+    text = [f"uniform 1/{n}" if v == uniform else f"{v:.3g}" for v in raw]
+    return dict(title=dict(text=ATTN_AXIS, side="right"), thickness=14, len=1.0, tickvals=[at(v) for v in raw],
+                ticktext=text)
 
 
 def _overlay_parts(axis: int, extent: tuple[int, int], z: np.ndarray, *, background: str, opacity: float,
@@ -332,13 +378,38 @@ def head_mosaic(m: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.nda
     return z, head
 
 
-def _photo_mosaic(tile: Image.Image, rows: int, cols: int) -> Image.Image:
+def _photo_mosaic(tile: Image.Image, rows: int, cols: int, gap_y: int = HEAD_GAP_PX) -> Image.Image:
     out = Image.new("RGB", (cols * tile.width + (cols - 1) * HEAD_GAP_PX,
-                            rows * tile.height + (rows - 1) * HEAD_GAP_PX), "white")
+                            rows * tile.height + (rows - 1) * gap_y), "white")
     for r in range(rows):
         for c in range(cols):
-            out.paste(tile, (c * (tile.width + HEAD_GAP_PX), r * (tile.height + HEAD_GAP_PX)))
+            out.paste(tile, (c * (tile.width + HEAD_GAP_PX), r * (tile.height + gap_y)))
     return out
+
+
+def _cross_hair(query: tuple[float, float], extent: tuple[int, int], grid: tuple[int, int],
+                offsets: Sequence[tuple[float, float]] = ((0.0, 0.0),)) -> list[dict]:
+    """The query's cell marked by a cross-hair whose arms stop at the cell's edges (black
+    under white), at each (dx, dy) offset of a mosaic: the cell's own colour, often where
+    a head attends most, stays visible."""
+    (width, height), (h, w) = extent, grid
+    row, col = feature_cell(min(query[0], width - 1), min(query[1], height - 1), extent, grid)
+    x0, x1, y0, y1 = col * width / w, (col + 1) * width / w, row * height / h, (row + 1) * height / h
+    cx, cy, arm = (x0 + x1) / 2, (y0 + y1) / 2, 1.2 * max(x1 - x0, y1 - y0)
+    xs, ys = [], []
+    for dx, dy in offsets:
+        for (a, b), (c, d) in (((x0 - arm, x0), (cy, cy)), ((x1, x1 + arm), (cy, cy)),
+                               ((cx, cx), (y0 - arm, y0)), ((cx, cx), (y1, y1 + arm))):
+            xs += [dx + a, dx + b, None]
+            ys += [dy + c, dy + d, None]
+    return [dict(type="scatter", x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                 line=dict(color=colour, width=lw)) for colour, lw in (("black", 4), ("white", 2))]
+
+
+def _dimmed(keep: np.ndarray, **where) -> dict:
+    """A heatmap that darkens the photo (black at 0.6) where ``keep`` is False."""
+    return dict(type="heatmap", z=np.where(keep, np.nan, 1.0), zmin=0, zmax=1, opacity=0.6, showscale=False,
+                colorscale=[[0, "black"], [1, "black"]], hoverinfo="skip", hoverongaps=False, **where)
 
 
 def query_panel(
@@ -352,16 +423,22 @@ def query_panel(
     extent: tuple[int, int] | None = None,
     quality: Sequence | None = None,
     width_px: int = 800,
+    zmax: float | None = None,
+    scale: str = "linear",
+    mass: float = 1.0,
 ) -> go.Figure:
     """For one query pixel and one self-attention layer, one figure: the mean over
     heads (large, left) and every head (a mosaic of tiles, right), overlaid on the
-    image. ``maps`` is (heads, h, w). One colour scale from 0 to the largest weight
-    among them, so heads compare honestly; the colour bar says what the values are and
-    marks the uniform level 1/N; hovering a cell gives its weight (and its head).
-    ``extent`` as in ``overlay``. ``quality``: each head's ``HeadQuality`` (this image's
-    entropy ÷ log N and query-dependence), written on its tile. ``width_px``: the figure's
-    width in px as drawn; the figure is as tall as the mean map is at that width, so
-    the map and its colour bar have one height.
+    image. ``maps`` is (heads, h, w). One colour scale for the mean and every head, from
+    0 to ``zmax`` (give the layer's largest weight in this image, so that every query is
+    drawn on one scale; default: the largest among these maps), on ``scale`` (``scaled``);
+    the colour bar gives the weights and marks the uniform level 1/N; hovering a cell
+    gives its weight (and its head). ``mass`` < 1 colours only the cells that hold that
+    share of each map's weight and dims the rest (``held``). ``extent`` as in
+    ``overlay``. ``quality``: each head's ``HeadQuality`` (this image's entropy ÷ log N and
+    query-dependence), written under its tile. ``width_px``: the figure's width in px as
+    drawn; the figure is as tall as the mean map is at that width, so the map and its
+    colour bar have one height. The query's cell is marked by a cross-hair around it.
 
     This figure is redrawn on every click, and Plotly's cost in the browser grows with
     the number of traces and axes: so the heads are one heatmap over one photo mosaic
@@ -370,48 +447,66 @@ def query_panel(
     m = _as_numpy(maps).astype(np.float32)  # the weights' own precision: half the JSON of float64
     heads, h, w = m.shape
     mean = m.mean(0)
-    zmax = float(max(m.max(), mean.max()))
+    zmax = float(zmax) if zmax is not None else float(max(m.max(), mean.max()))
+    keep = held(np.concatenate([mean[None], m]), mass)
+    raw = scale == "linear" and mass >= 1  # the weights themselves are the colours' values
+
+    def colours(v: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return v if raw else np.where(k, scaled(v, zmax, scale) * zmax, np.nan).astype(np.float32)
+
     width, height = extent = extent or im.size
-    rows = 2 if heads > 1 else 1
+    rows = 2 if heads > 2 else 1
     cols = -(-heads // rows)
     tile = display_image(im, HEAD_BACKGROUND_SIDE)
     tile_w, tile_h = tile.size
-    gap_x, gap_y = HEAD_GAP_PX * width / tile_w, HEAD_GAP_PX * height / tile_h
+    gap_x = HEAD_GAP_PX * width / tile_w
+    gap_y = (HEAD_LABEL_PX if quality is not None else HEAD_GAP_PX) * height / tile_h  # labels under the tiles
     span_x, span_y = cols * width + (cols - 1) * gap_x, rows * height + (rows - 1) * gap_y
     split = 0.5
-    colorbar = attention_colorbar(zmax, h * w)
+    colorbar = attention_colorbar(zmax, h * w, scale)
     traces, mean_image, axes = _overlay_parts(
-        1, extent, mean, background=image_uri(im), colorbar=colorbar, opacity=opacity, colorscale=colorscale,
-        zmax=zmax, query=query, domain=([0.0, split - 0.02], [0.0, 1.0]))
-
-    z, head = head_mosaic(m, rows, cols)
+        1, extent, colours(mean, keep[0]), background=image_uri(im), colorbar=colorbar, opacity=opacity,
+        colorscale=colorscale, zmax=zmax, query=None, domain=([0.0, split - 0.02], [0.0, 1.0]))
+    if not raw:
+        traces[0].update(text=np.char.mod("%.4f", mean), hovertemplate="weight %{text}<extra></extra>")
+        traces.insert(0, _dimmed(keep[0], x0=traces[0]["x0"], dx=traces[0]["dx"], y0=traces[0]["y0"],
+                                 dy=traces[0]["dy"]))
+    traces += _cross_hair(query, extent, (h, w))
+    z, head = head_mosaic(np.stack([colours(m[i], keep[1 + i]) for i in range(heads)]), rows, cols)
     tiles = [divmod(i, cols) for i in range(heads)]
-    traces += [
-        dict(type="heatmap", xaxis="x2", yaxis="y2", z=z, customdata=head, x=_tile_edges(cols, w, width, gap_x),
-             y=_tile_edges(rows, h, height, gap_y), zmin=0, zmax=zmax, colorscale=colorscale, opacity=opacity,
-             showscale=False, hoverongaps=False, hovertemplate="head %{customdata}<br>value %{z:.4f}<extra></extra>"),
-        dict(type="scatter", xaxis="x2", yaxis="y2", mode="markers", hoverinfo="skip", showlegend=False,
-             x=[c * (width + gap_x) + query[0] + 0.5 for _, c in tiles],
-             y=[r * (height + gap_y) + query[1] + 0.5 for r, _ in tiles],
-             marker=dict(symbol="x", size=9, color="white", line=dict(width=1.5, color="black"))),
-    ]
+    edges = dict(x=_tile_edges(cols, w, width, gap_x), y=_tile_edges(rows, h, height, gap_y))
+    mosaic = dict(type="heatmap", xaxis="x2", yaxis="y2", z=z, customdata=head, **edges, zmin=0, zmax=zmax,
+                  colorscale=colorscale, opacity=opacity, showscale=False, hoverongaps=False,
+                  hovertemplate="head %{customdata}<br>value %{z:.4f}<extra></extra>")
+    if not raw:
+        mosaic.update(text=np.char.mod("%.4f", head_mosaic(m, rows, cols)[0]),
+                      hovertemplate="head %{customdata}<br>weight %{text}<extra></extra>")
+        traces.append(_dimmed(head_mosaic(keep[1:].astype(np.float32), rows, cols)[0] != 0, xaxis="x2",
+                              yaxis="y2", **edges))
+    traces.append(mosaic)
+    for hair in _cross_hair(query, extent, (h, w), [(c * (width + gap_x), r * (height + gap_y)) for r, c in tiles]):
+        traces.append({**hair, "xaxis": "x2", "yaxis": "y2"})
     axes.update(
         xaxis2=dict(visible=False, range=[0, span_x], constrain="domain", domain=[split + 0.02, 1.0]),
-        yaxis2=dict(visible=False, range=[span_y, 0], scaleanchor="x2", constrain="domain", constraintoward="top",
-                    domain=[0.0, 1.0]))
-    heads_image = dict(source=jpeg_uri(_photo_mosaic(tile, rows, cols)), xref="x2", yref="y2", x=0, y=0,
-                       sizex=span_x, sizey=span_y, xanchor="left", yanchor="top", sizing="stretch", layer="below")
+        yaxis2=dict(visible=False, range=[span_y + (gap_y if quality is not None else 0), 0], scaleanchor="x2",
+                    constrain="domain", constraintoward="top", domain=[0.0, 1.0]))
+    heads_image = dict(source=jpeg_uri(_photo_mosaic(tile, rows, cols, HEAD_LABEL_PX if quality is not None
+                                                     else HEAD_GAP_PX)),
+                       xref="x2", yref="y2", x=0, y=0, sizex=span_x, sizey=span_y, xanchor="left", yanchor="top",
+                       sizing="stretch", layer="below")
     labels = [dict(text=f"mean of {heads} heads", xref="paper", yref="paper", x=(split - 0.02) / 2, y=1.0,
                    showarrow=False, yanchor="bottom")]
     names = [f"head {i}" if quality is None else
-             f"head {i}<br>entropy {quality[i].entropy:.2f}<br>query-dep. {quality[i].query_dependence:.2f}"
+             f"head {i}<br>entropy {quality[i].entropy:.2f} · query-dep. {quality[i].query_dependence:.2f}"
              for i in range(heads)]
-    labels += [dict(text=names[i], xref="x2", yref="y2", x=c * (width + gap_x), y=r * (height + gap_y),
-                    xanchor="left", yanchor="top", showarrow=False, font=dict(size=11),
-                    bgcolor="rgba(255,255,255,0.75)") for i, (r, c) in enumerate(tiles)]
+    # under each tile (above it without the figures, whose row gap is too thin for a label)
+    labels += [dict(text=names[i], xref="x2", yref="y2", x=c * (width + gap_x) + width / 2,
+                    y=r * (height + gap_y) + (height if quality is not None else 0), xanchor="center",
+                    yanchor="top" if quality is not None else "bottom", showarrow=False, font=dict(size=10))
+               for i, (r, c) in enumerate(tiles)]
     return go.Figure(data=traces, layout=dict(
-        title=f"{short_name(layer)}: where the query attends", margin=dict(l=0, r=0, t=60, b=0),
-        height=map_height(extent, int((width_px - COLORBAR_PX) * (split - 0.02))) + 60,
+        title=f"{short_name(layer)}: where the query attends", margin=dict(l=0, r=30, t=60, b=0),
+        height=map_height(extent, int((width_px - COLORBAR_PX) * (split - 0.02))) + 60 + (30 if quality else 0),
         images=[mean_image, heads_image], annotations=labels, **axes))
 
 
@@ -423,13 +518,27 @@ def query_mean(
     *,
     extent: tuple[int, int] | None = None,
     width_px: int = 480,
+    zmax: float | None = None,
+    scale: str = "linear",
+    mass: float = 1.0,
 ) -> go.Figure:
     """The compact form of ``query_panel``: only the mean over heads of the (heads, h, w)
-    ``maps``, from 0 to its largest weight, the query marked."""
+    ``maps``, from 0 to ``zmax`` (default: its largest weight) on ``scale``, the cells
+    holding ``mass`` of it coloured, the query's cell marked by a cross-hair around it."""
     mean = _as_numpy(maps).astype(float).mean(0)
-    return overlay(im, mean, f"{short_name(layer)}: mean of {len(maps)} heads", zmax=None,
-                   colorbar=attention_colorbar(float(mean.max()), mean.size), query=query, extent=extent,
-                   width_px=width_px)
+    zmax = float(zmax) if zmax is not None else float(mean.max())
+    keep = held(mean, mass)
+    raw = scale == "linear" and mass >= 1
+    z = mean if raw else np.where(keep, scaled(mean, zmax, scale) * zmax, np.nan)
+    fig = overlay(im, z, f"{short_name(layer)}: mean of {len(maps)} heads", zmax=zmax,
+                  colorbar=attention_colorbar(zmax, mean.size, scale), extent=extent, width_px=width_px)
+    extent = extent or im.size
+    data = [*fig.data, *(go.Scatter(**hair) for hair in _cross_hair(query, extent, mean.shape))]
+    if not raw:
+        shown = fig.data[0]
+        shown.update(text=np.char.mod("%.4f", mean), hovertemplate="weight %{text}<extra></extra>")
+        data.insert(0, go.Heatmap(**_dimmed(keep, x0=shown.x0, dx=shown.dx, y0=shown.y0, dy=shown.dy)))
+    return go.Figure(data=data, layout=fig.layout)
 
 
 def profile_curves(profile, block: str, image_gates: torch.Tensor | np.ndarray | None = None) -> go.Figure:
@@ -483,14 +592,16 @@ def before_after_bars(
     k: int = 5,
     title: str = "",
 ) -> go.Figure:
-    """An intervention's effect: for every class in the top ``k`` before or after, a
-    pair of bars, its probability before (grey) and after (colour), on the absolute
-    0..1 scale; classes ordered by their probability before, the most probable on top.
-    ``before``/``after``: (num_classes,) probabilities; ``target``: the index of the
-    class whose change is reported, named in bold."""
+    """An intervention's effect: for ``k`` classes, a pair of bars, its probability before
+    (grey) and after (colour), on the absolute 0..1 scale: the ``k`` classes that are most
+    probable before or after (by the larger of the two), ``target`` always among them;
+    ordered by their probability before, the most probable on top. ``before``/``after``:
+    (num_classes,) probabilities; ``target``: the index of the class whose change is
+    reported, named in bold."""
     b, a = _as_numpy(before).astype(float), _as_numpy(after).astype(float)
-    shown = list(dict.fromkeys([*np.argsort(-b, kind="stable")[:k].tolist(),
-                                *np.argsort(-a, kind="stable")[:k].tolist()]))
+    ranked = np.argsort(-np.maximum(a, b), kind="stable").tolist()
+    shown = ([target] if target is not None else []) + [i for i in ranked if i != target]
+    shown = shown[:k]
     shown.sort(key=lambda i: -b[i])
     shown.reverse()  # plotly draws the first category at the bottom
     names = [f"<b>{classes[i]}</b>" if i == target else classes[i] for i in shown]

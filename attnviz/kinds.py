@@ -10,8 +10,8 @@ everything the rest of attnviz needs to know about it:
   submodule whose output is recorded (timm's layers: ``timm_adapter``'s table);
 - ``keep``: a captured batch (B, ...) and an image index -> what ``Analysis`` keeps;
 - ``view``: the app's view that draws it (``attnviz.app.views``);
-- ``form``: how a static figure draws it (``explain``'s PNGs): ``channels`` (gate bars
-  and an overview of every block), ``map`` (an overlay on the photo), ``maps`` (the mean
+- ``form``: how a static figure draws it (``explain``'s PNGs): ``channels`` (an overview
+  of every block's gates), ``map`` (an overlay on the photo), ``maps`` (the mean
   of several overlays), ``matrix`` (a query pixel's map per head), ``steps`` (none: an
   axial layer's two steps are drawn as their composed matrix);
 - ``interventions``: what ``attnviz.intervene`` can do to it;

@@ -157,12 +157,18 @@ def test_a_simulated_click_moves_the_query_to_the_pixel_under_it(app, click):
     a = attnviz.analyze(data, attnviz.load_model("tiny_sa_resnet18"))
     row, col = a.cell("layer2.1.attn.softmax", x, y)
     assert f"cell (row {row}, col {col}) of 8×8" in text
+    # the weights themselves: a linear scale, every cell coloured
+    app.selectbox(key="self_attn-scale").set_value("linear")
+    app.slider(key="self_attn-mass").set_value(100).run()
     spec = _live_figures(app)[0]
     heat = next(t for t in spec["data"] if t["type"] == "heatmap")
     expected = a.query("layer2.1.attn.softmax", x, y).mean(0)
     torch.testing.assert_close(torch.from_numpy(plotly_array(heat["z"])).float(), expected)
-    mark = next(t for t in spec["data"] if t["type"] == "scatter")
-    assert (mark["x"], mark["y"]) == ([x + 0.5], [y + 0.5])  # on the centre of that pixel
+    assert heat["zmax"] == pytest.approx(float(a.self_attn["layer2.1.attn.softmax"].max()))  # one scale per layer
+    black = next(t for t in spec["data"] if t["type"] == "scatter")  # the cross-hair's arms end at that cell
+    ends = {(px, py) for px, py in zip(black["x"], black["y"]) if px is not None}
+    x0, y0 = col * 200 / 8, row * 100 / 8
+    assert (x0, y0 + 100 / 16) in ends and (x0 + 200 / 16, y0) in ends
 
 
 def test_se_view_draws_the_shipped_class_profile_with_this_image(tiny_weights_dir, tmp_path, monkeypatch):
@@ -223,16 +229,19 @@ def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_
     assert not at.exception, at.exception
     assert any("query-dependence" in c.value and "entropy" in c.value for c in at.caption)
     warnings = [w.value for w in at.warning]
-    assert warnings == [f"layer3.1 head {i} spreads its attention almost evenly (entropy ÷ log N = 1.00): "
-                        "it acts like an average, not a lookup." for i in range(4)]
+    assert warnings == ["Near uniform (entropy ÷ log N in brackets): layer3.1 heads 0 (1.00), 1 (1.00), 2 (1.00), "
+                        "3 (1.00). Such a head spreads its attention almost evenly: it acts like an average, not a "
+                        "lookup."]  # one warning for every such head
     layer2, layer3 = _live_figures(at)
     tiles = [a["text"] for a in layer3["layout"]["annotations"] if a["text"].startswith("head")]
-    assert tiles == [f"head {i}<br>entropy 1.00<br>query-dep. 0.00" for i in range(4)]
+    assert tiles == [f"head {i}<br>entropy 1.00 · query-dep. 0.00" for i in range(4)]
     assert not any("entropy 1.00" in a["text"] for a in layer2["layout"]["annotations"])
-    for fig, n in ((layer2, 64), (layer3, 16)):  # the colour bar marks the uniform level 1/N
-        bar = next(t for t in fig["data"] if t["type"] == "heatmap" and t.get("showscale"))["colorbar"]
-        assert f"uniform 1/{n}" in bar["ticktext"]
-        assert bar["tickvals"][bar["ticktext"].index(f"uniform 1/{n}")] == pytest.approx(1 / n)
+    for fig, n in ((layer2, 64), (layer3, 16)):  # the colour bar marks the uniform level 1/N where it is drawn
+        heat = next(t for t in fig["data"] if t["type"] == "heatmap" and t.get("showscale"))
+        bar, scale = heat["colorbar"], at.selectbox(key="self_attn-scale").value
+        assert f"uniform 1/{n}" in bar["ticktext"] and scale == "log"  # the default
+        assert bar["tickvals"][bar["ticktext"].index(f"uniform 1/{n}")] == pytest.approx(
+            float(figures.scaled(1 / n, heat["zmax"], scale)) * heat["zmax"])
 
 
 def _hooks(model) -> int:

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import attnviz
 from attnviz.cli import main
 
 from .conftest import noise_image
@@ -20,10 +21,22 @@ def run_cli(*args, env_dir=None):
                           env=env, timeout=240)
 
 
-def test_models_lists_the_tiny_models(tiny_env, capsys):
-    assert main(["models"]) == 0
+def test_models_lists_the_tiny_models_without_loading_them_and_counts_flops_when_asked(tiny_env, capsys,
+                                                                                    monkeypatch):
+    from attnviz import weights
+
+    def no_loading(path):
+        raise AssertionError("models loaded a model")
+
+    with monkeypatch.context() as m:
+        m.setattr(weights, "load_pair", no_loading)
+        assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "tiny_cbam_resnet18" in out and "cbam_resnet18" in out and "GFLOPs at 64px" in out
+    params = sum(p.numel() for p in attnviz.load_model("tiny_cbam_resnet18").parameters())
+    assert f"tiny_cbam_resnet18 cbam_resnet18  width 8   {params / 1e6:.2f} M params" in out
+    assert "GFLOPs" not in out
+    assert main(["models", "--flops"]) == 0
+    assert "GFLOPs at 64px" in capsys.readouterr().out
 
 
 def test_weights_dir_option_adds_a_folder(tiny_weights_dir, monkeypatch, capsys):
@@ -40,7 +53,8 @@ def test_explain_writes_npz_json_for_each_image(tiny_env, tmp_path, capsys):
         imgs.append(p)
     out = tmp_path / "out"
     assert main(["explain", *map(str, imgs), "--model", "tiny_sa_resnet18", "--out", str(out),
-                 "--no-png", "--query", "10,20", "--quiet"]) == 0
+                 "--no-png", "--query", "10,20"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 4 files (JSON, NPZ) for 2 of 2 images to {out}"
     summary = json.loads((out / "img1.json").read_text())
     assert summary["image_size"] == [40, 120] and summary["model"] == "tiny_sa_resnet18"
     assert len(summary["top5"]) == 3 and summary["weights_sha256"]

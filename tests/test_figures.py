@@ -125,14 +125,38 @@ def test_query_panel_shows_the_mean_first_then_every_head_on_one_scale():
     assert (mean.zmin, heads.zmin) == (0, 0)
     assert mean.zmax == heads.zmax == pytest.approx(float(maps.max()))  # heads compare honestly
     assert [mean.showscale, heads.showscale] == [True, False]  # one colour bar, named
-    assert "sums to 1" in mean.colorbar.title.text
-    # The query pixel (10, 20) is marked at its centre on the mean and on every tile.
-    marks = [t for t in fig.data if isinstance(t, go.Scatter)]
-    assert (marks[0].x[0], marks[0].y[0]) == (10.5, 20.5)
-    np.testing.assert_allclose(marks[1].x, [10.5, x[7] + 10.5, 10.5, x[7] + 10.5])
-    np.testing.assert_allclose(marks[1].y, [20.5, 20.5, y[7] + 20.5, y[7] + 20.5])
+    assert "sum to 1" in mean.colorbar.title.text
+    # The query pixel (10, 20) is in cell (row 2, col 0) of 6 x 6 over 90 x 60: x 0..15, y 20..30. A
+    # cross-hair marks it on the mean and on every tile, its arms ending at the cell's edges.
+    mean_hair, _, tiles_hair, _ = [t for t in fig.data if isinstance(t, go.Scatter)]
+    segments = [((a, b), (c, d)) for a, b, c, d in zip(mean_hair.x[0::3], mean_hair.y[0::3], mean_hair.x[1::3],
+                                                       mean_hair.y[1::3])]
+    assert [end for _, end in segments[:1]] + [start for start, _ in segments[1:2]] == [(0.0, 25.0), (15.0, 25.0)]
+    assert segments[2][1] == (7.5, 20.0) and segments[3][0] == (7.5, 30.0)
+    assert len(tiles_hair.x) == 4 * len(mean_hair.x)  # one per tile
+    np.testing.assert_allclose([v for v in tiles_hair.x[12:24] if v is not None], np.array(
+        [v for v in mean_hair.x if v is not None]) + x[7])  # the second tile's, a tile to the right
     assert len(fig.layout.images) == 2  # the photo under the mean, and its mosaic under the heads
     assert [a.text for a in fig.layout.annotations] == ["mean of 4 heads", "head 0", "head 1", "head 2", "head 3"]
+
+
+def test_a_map_can_be_drawn_on_a_log_scale_with_only_the_cells_that_hold_most_of_its_attention():
+    np.testing.assert_allclose(figures.scaled(np.array([0.8, 0.08, 0.008, 0.0008, 0.0]), 0.8, "log"),
+                               [1, 2 / 3, 1 / 3, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(figures.scaled(np.array([0.2, 0.8]), 0.8, "sqrt"), [0.5, 1])
+    row = np.array([[0.05, 0.5], [0.3, 0.15]])
+    assert figures.held(row, 0.7).tolist() == [[False, True], [True, False]]  # 0.5 + 0.3 hold 70 %
+    assert figures.held(row, 0.5).tolist() == [[False, True], [False, False]] and figures.held(row, 1.0).all()
+    maps = torch.tensor([[[0.05, 0.5], [0.3, 0.15]], [[0.25, 0.25], [0.25, 0.25]]])
+    fig = figures.query_panel(Image.new("RGB", (40, 40)), maps, (0.0, 0.0), "layer3.1.attn.softmax", zmax=0.8,
+                              scale="log", mass=0.7)
+    dim, mean = (t for t in fig.data if isinstance(t, go.Heatmap) and t.xaxis in (None, "x"))
+    kept = figures.held(maps.mean(0).numpy(), 0.7)
+    z = np.asarray(mean.z, dtype=float)
+    assert np.isnan(z[~kept]).all() and np.isnan(np.asarray(dim.z, dtype=float)[kept]).all()
+    np.testing.assert_allclose(z[kept], figures.scaled(maps.mean(0).numpy()[kept], 0.8, "log") * 0.8, rtol=1e-6)
+    assert mean.zmax == 0.8 and list(np.asarray(mean.text).ravel()) == [f"{v:.4f}" for v in maps.mean(0).ravel()]
+    assert dim.opacity == 0.6 and dim.showscale is False
 
 
 def test_query_panel_with_an_odd_number_of_heads_leaves_the_last_tile_blank():
@@ -194,10 +218,11 @@ def test_before_after_bars_pair_each_class_on_the_probability_scale():
     now, was = fig.data  # in a horizontal group the first trace is drawn lowest
     assert (was.name, now.name) == ("before", "after") and fig.layout.barmode == "group"
     assert tuple(fig.layout.xaxis.range) == (0, 1)  # never rescaled to the data
-    # the top 5 before and the top 5 after (f, g join), ordered by before, the largest on top
-    assert list(was.y) == list(now.y) == ["g", "f", "e", "d", "c", "b", "<b>a</b>"]
-    np.testing.assert_allclose(was.x, before.numpy()[[6, 5, 4, 3, 2, 1, 0]])
-    np.testing.assert_allclose(now.x, after.numpy()[[6, 5, 4, 3, 2, 1, 0]])
+    # exactly 5: the followed class and the most probable before or after (g and f join, d and e make way),
+    # ordered by before, the largest on top
+    assert list(was.y) == list(now.y) == ["g", "f", "c", "b", "<b>a</b>"]
+    np.testing.assert_allclose(was.x, before.numpy()[[6, 5, 2, 1, 0]])
+    np.testing.assert_allclose(now.x, after.numpy()[[6, 5, 2, 1, 0]])
 
 
 def test_channel_maps_share_one_symmetric_scale_so_a_gate_shows_as_a_fainter_map():

@@ -29,7 +29,7 @@ import torch
 from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
 from ..analysis import Analysis
-from ..figures import short_name
+from ..figures import ATTENTION_SCALES, DEFAULT_MASS, short_name
 from ..image import cell_index
 
 MAGIC = b"AVX1"
@@ -118,7 +118,7 @@ def payload(a: Analysis, colorscale: str, opacity: float, pins=(), ident: str = 
         "image": [width, height], "display": list(a.display.size), "layers": layers,
         "jpeg": add(_jpeg(a)), "colorscale": colour_stops(colorscale), "opacity": float(opacity),
         "pins": [list(p) for p in pins][:MAX_PINS], "max_pins": MAX_PINS, "pin_colours": list(PIN_COLOURS),
-        "id": ident,
+        "id": ident, "scales": ATTENTION_SCALES, "mass": DEFAULT_MASS,
     }
     head = json.dumps(header).encode()
     head += b" " * (-(len(MAGIC) + 4 + len(head)) % 4)  # the sections start 4-byte aligned

@@ -13,18 +13,23 @@ from . import ui
 from .service import ModelHandle, ModelRegistry, sample_images
 
 
-def pick_image() -> tuple[bytes, str] | None:
-    """The image bytes and a label for them, or None before an upload."""
+def pick_image() -> tuple[bytes, str]:
+    """The image bytes and a label for them: the upload, or the chosen sample (also while
+    the uploader is still empty, so that the page never goes blank)."""
     st.sidebar.header("Image")
     source = st.sidebar.radio("Source", ["Sample", "Upload"], horizontal=True, key="source")
+    samples = sample_images()
+    name = st.session_state.get("sample", next(iter(samples)))
     if source == "Upload":
         up = st.sidebar.file_uploader(
             f"JPEG, PNG, WebP, BMP, GIF or TIFF, up to {limits.MAX_UPLOAD_MB} MB",
             type=ui.UPLOAD_TYPES, max_upload_size=limits.MAX_UPLOAD_MB, key="upload")
-        return (up.getvalue(), up.name) if up is not None else None
-    samples = sample_images()
-    name = st.sidebar.selectbox("Sample", list(samples), key="sample")
-    st.sidebar.caption("Bundled samples are CC0, public domain or CC BY; see attnviz/samples/LICENSES.md.")
+        if up is not None:
+            return up.getvalue(), up.name
+        st.sidebar.caption(f"Until you choose a file, the page shows the sample ({name}).")
+    else:
+        name = st.sidebar.selectbox("Sample", list(samples), key="sample")
+        st.sidebar.caption("Bundled samples are CC0, public domain or CC BY; see attnviz/samples/LICENSES.md.")
     return samples[name].read_bytes(), f"sample: {name}"
 
 

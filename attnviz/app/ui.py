@@ -36,10 +36,18 @@ QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads 
                 "click). Both are this image's means over every query pixel.")
 
 
-def uniform_warnings(layer: str, quality: list[HeadQuality]) -> list[str]:
-    """One plain sentence for each head of ``layer`` that is near uniform."""
-    return [f"{layer} head {i} spreads its attention almost evenly (entropy ÷ log N = {q.entropy:.2f}): "
-            "it acts like an average, not a lookup." for i, q in enumerate(quality) if q.near_uniform]
+def uniform_warning(quality: dict[str, list[HeadQuality]]) -> str | None:
+    """One plain sentence naming every head, of every layer, that is near uniform (None if none is)."""
+    parts = []
+    for layer, heads in quality.items():
+        flat = [(i, q.entropy) for i, q in enumerate(heads) if q.near_uniform]
+        if flat:
+            which = ", ".join(f"{i} ({e:.2f})" for i, e in flat)
+            parts.append(f"{layer} head{'s' if len(flat) > 1 else ''} {which}")
+    if not parts:
+        return None
+    return (f"Near uniform (entropy ÷ log N in brackets): {'; '.join(parts)}. Such a head spreads its attention "
+            "almost evenly: it acts like an average, not a lookup.")
 
 
 # The layer each panel of the Compare view opens on, by name: late enough to be about
@@ -50,7 +58,7 @@ COMPARE_LAYER = {"se": "layer4.1.se.gate", "cbam": "layer3.1.cbam.spatial.gate",
 # Widths in px the figures are laid out for on a 1400 px wide window with the sidebar
 # open (the maps' heights follow; measured on screenshots). A little less than they get,
 # so that a map rather fills its figure's height, as its colour bar does.
-MAP_WIDTH = {"cbam": 360, "self_attn": 560, "axial": 300, "compare": 200}
+MAP_WIDTH = {"cbam": 360, "self_attn": 900, "axial": 300, "compare": 200}
 
 
 def default_layer(kind: str, layers: list[str]) -> int:
@@ -129,7 +137,26 @@ def interventions_for(view: str, has_profile: bool) -> list[str]:
     or without an SE profile of its own: those of the kinds it draws (``kinds.KINDS``);
     'gates-mean' needs the profile's mean gates."""
     offered = {w for k in kinds_of_view(view) for w in KINDS[k].interventions}
-    return [w for w in INTERVENTIONS if w in offered and (w != "gates-mean" or has_profile)]
+    ordered = [*BASELINES, *(w for w in INTERVENTIONS if w not in BASELINES)]
+    return [w for w in ordered if w in offered and (w != "gates-mean" or has_profile)]
+
+
+# The faithful baselines, offered first: each keeps the module's average effect and removes
+# only what depends on the image (which channels, where, which positions).
+BASELINES = ("gates-mean", "spatial-mean", "attn-uniform")
+OFF_CAVEAT = ("A network is trained with its gates in place: “off” (every gate 1) feeds the next layers inputs "
+              "they never saw, so a collapse says little about what the gates select. The baselines first in "
+              "the list (the mean gate, the mean spatial map, uniform attention) keep the module's average effect "
+              "and remove only what depends on the image.")
+
+
+def effect_line(result) -> str:
+    """How far one intervention moves the prediction, in one row of the panel's table."""
+    name, p0, p1 = result.delta
+    top0, top1 = result.top_k(1)[0][0], result.top_k(1, after=True)[0][0]
+    label = INTERVENTION_LABELS[result.what].replace("the k ", f"the {result.k} ") if result.k else \
+        INTERVENTION_LABELS[result.what]
+    return f"| {label} | {name} {p0:.1%} → {p1:.1%} | {(p1 - p0) * 100:+.1f} | {top1 if top1 != top0 else 'same'} |"
 
 
 def intervention_summary(result) -> str:

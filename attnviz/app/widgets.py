@@ -173,3 +173,12 @@ def intervention_panel(page: Page, shown: Shown, view: str, layers: list[str]) -
     st.markdown(ui.intervention_summary(r))
     chart(figures.before_after_bars(r.classes, r.before, r.after, target=r.target,
                                     title="top-5 before (grey) → after (blue)"), key=wkey(view, "iv-bars", shown))
+    st.caption(ui.OFF_CAVEAT)
+    try:  # every option on the whole model, side by side: how far each moves the prediction
+        every = memo(wkey(view, "iv-every"), (page.img_key, shown.key, target),
+                     lambda: [intervene(page.data, shown.handle.model, w, None, target=target, profile=profile,
+                                        k=DEFAULT_K if w == "knockout-top" else None) for w in kinds])
+    except (KeyError, ValueError, ImageError, WeightsError):
+        return
+    st.markdown("| on the whole model | followed class | points | top-1 after |\n|---|---|---|---|\n"
+                + "\n".join(ui.effect_line(e) for e in every))

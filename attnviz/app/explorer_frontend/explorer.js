@@ -5,7 +5,17 @@
 // sent to the server until a pin is set or removed.
 
 const MAGIC = "AVX1";
-const PHOTO_PX = 360, MEAN_PX = 220, HEAD_PX = 104, PIN_PX = 110, BAR_W = 14;
+const PHOTO_PX = 360, MEAN_PX = 240, HEAD_PX = 200, PIN_PX = 150, THUMB_PX = 64, FOCUS_PX = 360, BAR_W = 14;
+// Colour scales: where a weight v of a layer whose largest weight is zmax falls on 0..1.
+// log spans three decades below zmax.
+const SCALES = {
+  linear: (v, zmax) => v / zmax,
+  sqrt: (v, zmax) => Math.sqrt(Math.max(0, v) / zmax),
+  log: (v, zmax) => (v <= zmax / 1000 ? 0 : Math.log10(v * 1000 / zmax) / 3),
+};
+// The scales' names, the default scale (the first) and the default share of the attention
+// whose cells are coloured come in the payload (attnviz.figures.ATTENTION_SCALES, DEFAULT_MASS):
+// the same as the click panel's and explain's figures, which attnviz.figures.scaled draws.
 
 function ownBytes(data) {
   if (data instanceof ArrayBuffer) return new Uint8Array(data.slice(0));
@@ -25,6 +35,11 @@ function parse(u8) {
     L.scaleOf = view(L.scale, Float32Array);
     L.codeOf = view(L.codes, Uint8Array);
     L.N = L.grid[0] * L.grid[1];
+    // One colour scale per layer for this image: its largest weight over every query and head
+    // (each row's codes are scaled to its own largest weight: 255 * scale).
+    let top = 0;
+    for (let i = 0; i < L.scaleOf.length; i++) if (L.scaleOf[i] > top) top = L.scaleOf[i];
+    L.zmax = 255 * top || 1;
   }
   p.jpegBytes = u8.subarray(base + p.jpeg[0], base + p.jpeg[0] + p.jpeg[1]);
   return p;
@@ -53,6 +68,22 @@ function rowsFor(L, q) {
     heads.push(v);
   }
   return { heads, mean, zmax };
+}
+
+// The cells that hold ``mass`` of a map's total weight, the largest first: a Uint8Array
+// flag per cell, and how many there are (mass >= 1: every cell).
+function heldBy(values, mass) {
+  const n = values.length, keep = new Uint8Array(n);
+  if (mass >= 1) { keep.fill(1); return { keep, count: n }; }
+  const order = Array.from(values.keys()).sort((a, b) => values[b] - values[a]);
+  let total = 0;
+  for (let j = 0; j < n; j++) total += values[j];
+  let sum = 0, count = 0;
+  for (const j of order) {
+    if (sum >= mass * total) break;
+    keep[j] = 1; sum += values[j]; count++;
+  }
+  return { keep, count };
 }
 
 function el(tag, cls, parent, text) {
@@ -89,47 +120,98 @@ export default function (component) {
     id: p.id, payload: p, image: [W, H],
     query: same ? prev.query : [Math.floor(W / 2), Math.floor(H / 2)],
     pins: same ? prev.pins : p.pins.map(q => q.slice()),
+    scale: prev ? prev.scale : Object.keys(p.scales)[0], mass: prev ? prev.mass : p.mass,
+    focus: same && prev.focus ? prev.focus : { layer: 0, head: -1 },
     drawn: {}, latencies: same ? prev.latencies : [], messages: same ? prev.messages : 0, ready: false,
   };
   root.__attnviz = state;
 
   const photo = new Image();
   const aspect = H / W;
-  const photoW = Math.min(PHOTO_PX, parentElement.clientWidth || PHOTO_PX);
+  const avail = parentElement.clientWidth || 1000;
+  const photoW = Math.min(PHOTO_PX, avail);
   el("div", "avx-help", root,
     "Move the pointer over the photo: each map shows where that pixel's cell attends. " +
-    "Click or tap to pin a pixel (up to " + p.max_pins + "); arrow keys move one cell, Enter pins.");
+    "Click or tap to pin a pixel (up to " + p.max_pins + "); arrow keys move one cell, Enter pins. " +
+    "Click a small map to enlarge it.");
+
+  // Controls, in the page (no server round trip): the colour scale, and how much of the
+  // attention the coloured cells hold (the rest of the photo is dimmed).
+  const controls = el("div", "avx-controls", root);
+  const scaleLabel = el("label", "", controls, "Colour scale ");
+  const scaleSelect = el("select", "avx-scale", scaleLabel);
+  for (const [k, name] of Object.entries(p.scales)) {
+    const o = el("option", "", scaleSelect, name);
+    o.value = k;
+  }
+  scaleSelect.value = state.scale;
+  const massLabel = el("label", "", controls, "Colour the cells holding ");
+  const massInput = el("input", "avx-mass", massLabel);
+  Object.assign(massInput, { type: "range", min: "10", max: "100", step: "5", value: String(Math.round(state.mass * 100)) });
+  const massText = el("span", "avx-mass-text", massLabel);
+  const massNote = () => { massText.textContent = state.mass >= 1 ? " 100 % (every cell)" : ` ${Math.round(state.mass * 100)} % of the attention`; };
+  massNote();
+
   const main = el("div", "avx-main", root);
   const photoCanvas = canvas(main, photoW, photoW * aspect);
   photoCanvas.className = "avx-photo";
   photoCanvas.tabIndex = 0;
   photoCanvas.setAttribute("aria-label", "photo: move the pointer, or use the arrow keys, to choose the query pixel");
-  const layersBox = el("div", "avx-layers", main);
+
+  // The map chosen in the overview, enlarged, beside the photo; below, every layer and head at
+  // once for this query (small multiples: click one to enlarge it).
+  const focusBox = el("div", "avx-focus", main);
+  const focusTitle = el("div", "avx-readout", focusBox);
+  const focusRow = el("div", "avx-row", focusBox);
+  const focusSide = Math.min(FOCUS_PX, Math.max(200, avail - photoW - 40));
+  const focusCanvas = canvas(focusRow, focusSide, focusSide * aspect);
+  const focusBar = el("div", "avx-bar", focusRow);
+  const focusTop = el("div", "", focusBar, "");
+  const focusBarCanvas = canvas(focusBar, BAR_W, focusSide * aspect);
+  const focusBottom = el("div", "", focusBar, "0");
+  const focusUniform = el("div", "avx-uniform", focusBar, "");
+  const overview = el("div", "avx-overview", root);
+
+  const layersBox = el("div", "avx-layers", root);
   const pinsBox = el("div", "avx-pins", root);
   const offscreen = {};
 
+  const thumbs = p.layers.map((L, li) => {
+    const row = el("div", "avx-thumbrow", overview);
+    el("div", "avx-thumblabel", row, L.label);
+    const cells = [];
+    for (let k = -1; k < L.heads; k++) {
+      const t = el("div", "avx-thumb", row);
+      const c = canvas(t, THUMB_PX, THUMB_PX * aspect);
+      el("div", "", t, k < 0 ? "mean" : `head ${k}`);
+      t.title = `${L.label} ${k < 0 ? "mean of the heads" : "head " + k}: click to enlarge`;
+      t.onclick = () => { state.focus = { layer: li, head: k }; draw(); };
+      cells.push({ canvas: c, tile: t, head: k });
+    }
+    return cells;
+  });
+
   const layers = p.layers.map(L => {
-    const box = el("div", "", layersBox);
+    const box = el("div", "avx-layer", layersBox);
     const title = el("div", "avx-readout", box);
     const row = el("div", "avx-row", box);
     const meanTile = el("div", "avx-tile", row);
     const meanCanvas = canvas(meanTile, MEAN_PX, MEAN_PX * aspect);
-    el("div", "", meanTile, `mean of ${L.heads} heads`);
+    const meanLabel = el("div", "", meanTile, `mean of ${L.heads} heads`);
     const bar = el("div", "avx-bar", row);
     const top = el("div", "", bar, "");
     const barCanvas = canvas(bar, BAR_W, MEAN_PX * aspect);
-    el("div", "", bar, "0");
-    const uniform = el("div", "", bar, `— 1/${L.N}`);
-    uniform.title = `the uniform level 1/N = ${(1 / L.N).toPrecision(2)}: a head that spreads evenly shows it everywhere`;
-    const headCanvases = [], headBox = el("div", "avx-heads", row);
+    const bottom = el("div", "", bar, "0");
+    const uniform = el("div", "avx-uniform", bar, "");
+    const headCanvases = [], headLabels = [], headBox = el("div", "avx-heads", row);
     for (let k = 0; k < L.heads; k++) {
       const t = el("div", "avx-tile", headBox);
       headCanvases.push(canvas(t, HEAD_PX, HEAD_PX * aspect));
       const q = L.quality ? L.quality[k] : null;
-      el("div", "", t, `head ${k}`);
-      if (q) el("div", "", t, `entropy ${q[0].toFixed(2)} · query-dep. ${q[1].toFixed(2)}`);
+      headLabels.push(el("div", "", t, `head ${k}`));
+      if (q) el("div", "avx-quality", t, `entropy ${q[0].toFixed(2)} · query-dep. ${q[1].toFixed(2)}`);
     }
-    return { L, title, meanCanvas, headCanvases, barCanvas, top, uniform, pointer: null };
+    return { L, title, meanCanvas, meanLabel, headCanvases, headLabels, barCanvas, top, bottom, uniform, pointer: null };
   });
 
   function grid(L) {
@@ -156,51 +238,71 @@ export default function (component) {
     return scaled[key];
   }
 
-  function paint(target, L, values, zmax, cell, outline) {
+  // The query's cell marked by a cross-hair whose arms stop at the cell's edges: the
+  // cell's own colour (often where a head attends most) stays visible.
+  function crossHair(ctx, x0, y0, cw, ch, colour) {
+    const arm = Math.max(6, 1.2 * Math.max(cw, ch)), cx = x0 + cw / 2, cy = y0 + ch / 2;
+    const segs = [[x0 - arm, cy, x0 - 1, cy], [x0 + cw + 1, cy, x0 + cw + arm, cy],
+                  [cx, y0 - arm, cx, y0 - 1], [cx, y0 + ch + 1, cx, y0 + ch + arm]];
+    for (const [wdt, col] of [[4, "black"], [2, colour || "white"]]) {
+      ctx.lineWidth = wdt; ctx.strokeStyle = col; ctx.beginPath();
+      for (const [a, b, c, d] of segs) { ctx.moveTo(a, b); ctx.lineTo(c, d); }
+      ctx.stroke();
+    }
+  }
+
+  // One map over the photo: the cells holding state.mass of its weight in colour (on the
+  // layer's fixed scale), the rest of the photo dimmed. Returns how many cells are coloured.
+  function paint(target, L, values, cell, outline) {
     const ctx = target.getContext("2d");
-    const [h, w] = L.grid;
+    const [h, w] = L.grid, norm = SCALES[state.scale], alpha = Math.round(255 * p.opacity);
+    const { keep, count } = heldBy(values, state.mass);
     ctx.globalAlpha = 1;
     ctx.drawImage(photoAt(target.width, target.height), 0, 0);
     const off = grid(L), octx = off.getContext("2d"), img = octx.createImageData(w, h);
     for (let j = 0; j < L.N; j++) {
-      const i = Math.max(0, Math.min(255, Math.round(255 * values[j] / (zmax || 1))));
-      img.data[4 * j] = lut[3 * i]; img.data[4 * j + 1] = lut[3 * i + 1]; img.data[4 * j + 2] = lut[3 * i + 2];
-      img.data[4 * j + 3] = 255;
+      if (keep[j]) {
+        const i = Math.max(0, Math.min(255, Math.round(255 * norm(values[j], L.zmax))));
+        img.data[4 * j] = lut[3 * i]; img.data[4 * j + 1] = lut[3 * i + 1]; img.data[4 * j + 2] = lut[3 * i + 2];
+        img.data[4 * j + 3] = alpha;
+      } else {
+        img.data[4 * j + 3] = 150;  // black at 0.6: the photo dimmed where little attention goes
+      }
     }
     octx.putImageData(img, 0, 0);
     ctx.imageSmoothingEnabled = false;
-    ctx.globalAlpha = p.opacity;
     ctx.drawImage(off, 0, 0, w, h, 0, 0, target.width, target.height);
-    ctx.globalAlpha = 1;
     if (cell) {
       const cw = target.width / w, ch = target.height / h;
-      ctx.lineWidth = 3; ctx.strokeStyle = "black";
-      ctx.strokeRect(cell[1] * cw, cell[0] * ch, cw, ch);
-      ctx.lineWidth = 1.5; ctx.strokeStyle = outline || "white";
-      ctx.strokeRect(cell[1] * cw, cell[0] * ch, cw, ch);
+      crossHair(ctx, cell[1] * cw, cell[0] * ch, cw, ch, outline);
     }
+    return count;
   }
 
-  // The colour bar from 0 (bottom) to this query's largest weight, with the uniform
-  // level 1/N drawn across it when it is on the scale.
-  let gradient = null;  // the colour bar's colours, top = largest, drawn once
-  function paintBar(v, zmax) {
-    const ctx = v.barCanvas.getContext("2d"), hgt = v.barCanvas.height;
-    if (!gradient || gradient.height !== hgt) {
-      gradient = document.createElement("canvas");
-      gradient.width = BAR_W; gradient.height = hgt;
-      const g = gradient.getContext("2d");
+  // The colour bar of a layer: 0 (bottom) to the layer's largest weight in this image, on the
+  // chosen scale, with the uniform level 1/N drawn across it.
+  const gradients = {};
+  function paintBar(barCanvas, L, top, bottom, uniform) {
+    const ctx = barCanvas.getContext("2d"), hgt = barCanvas.height;
+    if (!gradients[hgt]) {
+      const g = document.createElement("canvas");
+      g.width = BAR_W; g.height = hgt;
+      const gc = g.getContext("2d");
       for (let yy = 0; yy < hgt; yy++) {
         const i = Math.round(255 * (1 - yy / (hgt - 1)));
-        g.fillStyle = `rgb(${lut[3 * i]},${lut[3 * i + 1]},${lut[3 * i + 2]})`;
-        g.fillRect(0, yy, BAR_W, 1);
+        gc.fillStyle = `rgb(${lut[3 * i]},${lut[3 * i + 1]},${lut[3 * i + 2]})`;
+        gc.fillRect(0, yy, BAR_W, 1);
       }
+      gradients[hgt] = g;
     }
-    ctx.drawImage(gradient, 0, 0);
-    const u = 1 / v.L.N;
-    v.uniform.style.visibility = u <= zmax ? "visible" : "hidden";
-    if (u <= zmax) {
-      const yy = Math.round((1 - u / zmax) * (hgt - 1));
+    ctx.drawImage(gradients[hgt], 0, 0);
+    top.textContent = L.zmax.toPrecision(3);
+    bottom.textContent = state.scale === "log" ? (L.zmax / 1000).toPrecision(2) : "0";
+    const u = 1 / L.N, at = SCALES[state.scale](u, L.zmax);
+    uniform.textContent = `— 1/${L.N} uniform`;
+    uniform.title = `the uniform level 1/N = ${u.toPrecision(2)}: a head that spreads evenly shows it everywhere`;
+    if (at > 0 && at <= 1) {
+      const yy = Math.round((1 - at) * (hgt - 1));
       ctx.fillStyle = "white"; ctx.fillRect(0, yy - 1, BAR_W, 3);
       ctx.fillStyle = "black"; ctx.fillRect(0, yy, BAR_W, 1);
     }
@@ -223,6 +325,11 @@ export default function (component) {
     });
   }
 
+  function held(count, L) {
+    return state.mass >= 1 ? `all ${L.N} cells` :
+      `${count} of ${L.N} cells hold ${Math.round(state.mass * 100)} %`;
+  }
+
   function readout(v) {
     const L = v.L, [x, y] = state.query, d = state.drawn[L.name];
     let under = `weight at the query's own cell ${d.mean[d.cell[0] * L.grid[1] + d.cell[1]].toFixed(4)} (mean)`;
@@ -240,14 +347,33 @@ export default function (component) {
     for (const v of layers) {
       const L = v.L, cell = cellOf(L, ...state.query), q = cell[0] * L.grid[1] + cell[1];
       const rows = rowsFor(L, q);
-      paint(v.meanCanvas, L, rows.mean, rows.zmax, cell);
-      rows.heads.forEach((vals, k) => paint(v.headCanvases[k], L, vals, rows.zmax, cell));
-      v.top.textContent = rows.zmax.toPrecision(3);
-      paintBar(v, rows.zmax);
-      state.drawn[L.name] = { mean: rows.mean, heads: rows.heads, zmax: rows.zmax, cell, query: state.query.slice() };
+      const meanCount = paint(v.meanCanvas, L, rows.mean, cell);
+      v.meanLabel.textContent = `mean of ${L.heads} heads: ${held(meanCount, L)}`;
+      rows.heads.forEach((vals, k) => {
+        const n = paint(v.headCanvases[k], L, vals, cell);
+        v.headLabels[k].textContent = `head ${k}: ${held(n, L)}`;
+      });
+      paintBar(v.barCanvas, L, v.top, v.bottom, v.uniform);
+      state.drawn[L.name] = { mean: rows.mean, heads: rows.heads, zmax: L.zmax, cell, query: state.query.slice() };
       readout(v);
     }
+    drawOverview();
     root.dataset.query = state.query.join(",");
+  }
+
+  function drawOverview() {
+    thumbs.forEach((cells, li) => {
+      const L = p.layers[li], d = state.drawn[L.name];
+      for (const t of cells) {
+        paint(t.canvas, L, t.head < 0 ? d.mean : d.heads[t.head], null);
+        t.tile.classList.toggle("avx-chosen", state.focus.layer === li && state.focus.head === t.head);
+      }
+    });
+    const li = Math.min(state.focus.layer, p.layers.length - 1), L = p.layers[li], d = state.drawn[L.name];
+    const head = Math.min(state.focus.head, L.heads - 1);
+    const n = paint(focusCanvas, L, head < 0 ? d.mean : d.heads[head], d.cell);
+    paintBar(focusBarCanvas, L, focusTop, focusBottom, focusUniform);
+    focusTitle.textContent = `${L.label}, ${head < 0 ? `mean of ${L.heads} heads` : "head " + head}: ${held(n, L)}`;
   }
 
   function drawPins() {
@@ -261,10 +387,11 @@ export default function (component) {
       rm.title = "remove this pin";
       rm.setAttribute("aria-label", `remove pin ${i + 1}`);
       rm.onclick = () => { state.pins.splice(i, 1); pinsChanged(); };
+      const tiles = el("div", "avx-row", card);
       for (const v of layers) {
         const L = v.L, cell = cellOf(L, x, y), rows = rowsFor(L, cell[0] * L.grid[1] + cell[1]);
-        const t = el("div", "avx-tile", card);
-        paint(canvas(t, PIN_PX, PIN_PX * aspect), L, rows.mean, rows.zmax, cell, p.pin_colours[i]);
+        const t = el("div", "avx-tile", tiles);
+        paint(canvas(t, PIN_PX, PIN_PX * aspect), L, rows.mean, cell, p.pin_colours[i]);
         el("div", "", t, `${L.label} mean`);
       }
     });
@@ -313,6 +440,10 @@ export default function (component) {
     pending = t;
   }
 
+  scaleSelect.addEventListener("change", () => { state.scale = scaleSelect.value; draw(); drawPins(); });
+  massInput.addEventListener("input", () => {
+    state.mass = Number(massInput.value) / 100; massNote(); draw(); drawPins();
+  });
   photoCanvas.addEventListener("pointermove", e => setQuery(pixelAt(e, photoCanvas), e.timeStamp));
   photoCanvas.addEventListener("pointerdown", e => {
     photoCanvas.focus();

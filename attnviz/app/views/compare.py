@@ -49,8 +49,9 @@ def render(page: Page) -> None:
             a = shown.analysis
             layer = _layer("self_attn", list(a.self_attn), shown)
             q = ui.centre(a.image_size)
-            chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size, width_px=width),
-                  key=wkey(VIEW, "sa-map", shown))
+            chart(figures.query_mean(a.display, a.query(layer, *q), q, layer, extent=a.image_size, width_px=width,
+                                     zmax=float(a.self_attn[layer].max()), scale=next(iter(figures.ATTENTION_SCALES)),
+                                     mass=figures.DEFAULT_MASS), key=wkey(VIEW, "sa-map", shown))
             st.caption("Query: the image centre (choose another in the Self-attention view).")
             cam_chart(page, shown, f"{VIEW}-sa", width)
     st.caption(ui.EXPLAIN["grad_cam"])

@@ -13,6 +13,7 @@ from ..page import Page, Shown
 from ..widgets import PNG_CONFIG, cam_chart, intervention_panel, overlay_controls, pick_model, wkey
 
 VIEW = "self_attn"
+PINNED_IMAGE = "pinned"  # the URL's key for the image (its hash) that the pins were set on
 
 
 @st.fragment
@@ -32,9 +33,9 @@ def render(page: Page) -> None:
 
 
 def uniform_warnings(a) -> None:
-    for layer in a.self_attn:
-        for line in ui.uniform_warnings(figures.short_name(layer), a.quality[layer]):
-            st.warning(line)
+    line = ui.uniform_warning({figures.short_name(layer): a.quality[layer] for layer in a.self_attn})
+    if line:
+        st.warning(line)
 
 
 def hover_explorer(page: Page, shown: Shown) -> tuple[float, str]:
@@ -49,15 +50,20 @@ def hover_explorer(page: Page, shown: Shown) -> tuple[float, str]:
     wanted = (ident, cmap, opacity)
     if wanted not in payloads:
         payloads.clear()  # one image's attention at a time per session
-        pins = explorer.parse_pins(st.query_params.get("pins"), a.image_size)
+        # pins in the URL belong to the image they were set on (a shared link to the temple's
+        # pins must not put them on the cat)
+        on_this = st.query_params.get(PINNED_IMAGE) == page.img_key
+        pins = explorer.parse_pins(st.query_params.get("pins") if on_this else None, a.image_size)
         payloads[wanted] = explorer.payload(a, cmap, opacity, pins, ident=ident)
     pins = explorer.attention_explorer(payloads[wanted], key=f"explorer-{ident}")
     st.caption(ui.EXPLORER_FALLBACK)
     if pins is not None and explorer.format_pins(pins) != st.query_params.get("pins", ""):
         if pins:
             st.query_params["pins"] = explorer.format_pins(pins)
+            st.query_params[PINNED_IMAGE] = page.img_key
         else:
             del st.query_params["pins"]
+            st.query_params.pop(PINNED_IMAGE, None)
     return opacity, cmap
 
 
@@ -80,21 +86,26 @@ def click_panel(page: Page, shown: Shown) -> tuple[float, str]:
     a = shown.analysis
     st.caption("Click the image to choose the query pixel.")
     click_key, q = clicked_query(page, shown, VIEW)
-    left, right = st.columns([3, 5])
+    left, right = st.columns([2, 3])
     with left:
         click_image(ui.marked_image(a.display, q, extent=a.image_size), key=click_key)
-        opacity, cmap = overlay_controls(VIEW)
     with right:
+        opacity, cmap = overlay_controls(VIEW)
+        c1, c2 = st.columns(2)
+        scale = c1.selectbox("Colour scale", list(figures.ATTENTION_SCALES), format_func=figures.ATTENTION_SCALES.get,
+                             key=wkey(VIEW, "scale"))
+        mass = c2.slider("Colour the cells holding (% of the attention)", 10, 100, round(100 * figures.DEFAULT_MASS),
+                         5, key=wkey(VIEW, "mass")) / 100
         st.caption(ui.QUALITY_HELP)
-        for layer in a.self_attn:
-            h, w = a.self_attn_grid[layer]
-            row, col = a.cell(layer, *q)
-            st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
-                        f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
-            for line in ui.uniform_warnings(figures.short_name(layer), a.quality[layer]):
-                st.warning(line)
-            live_figure(figures.query_panel(a.display, a.query(layer, *q), q, layer, opacity=opacity,
-                                            colorscale=cmap, extent=a.image_size, quality=a.quality[layer],
-                                            width_px=ui.MAP_WIDTH["self_attn"]),
-                        key=wkey(VIEW, f"panel-{layer}", shown), config=PNG_CONFIG)
+    for layer in a.self_attn:
+        h, w = a.self_attn_grid[layer]
+        row, col = a.cell(layer, *q)
+        st.markdown(f"**{figures.short_name(layer)}**: query pixel ({q[0]:.0f}, {q[1]:.0f}) of "
+                    f"{a.image_size[0]}×{a.image_size[1]} → cell (row {row}, col {col}) of {h}×{w}")
+        live_figure(figures.query_panel(a.display, a.query(layer, *q), q, layer, opacity=opacity, colorscale=cmap,
+                                        extent=a.image_size, quality=a.quality[layer],
+                                        width_px=ui.MAP_WIDTH["self_attn"], zmax=float(a.self_attn[layer].max()),
+                                        scale=scale, mass=mass),
+                    key=wkey(VIEW, f"panel-{layer}", shown), config=PNG_CONFIG)
+    uniform_warnings(a)
     return opacity, cmap
