@@ -30,7 +30,8 @@ def analysed(data: bytes, handles) -> list[Shown] | None:
 
 def main() -> None:
     st.set_page_config(page_title="attnviz", layout="wide")
-    st.title("attnviz: see attention inside image classifiers")
+    st.title("attnviz")
+    st.caption("See attention inside image classifiers: what SE and CBAM gates do, where self-attention looks.")
     registry = shared()[0]  # one per process, warmed up at server start (serve.py)
     handles = sidebar.disk_models(registry) + sidebar.own_weights(registry) + sidebar.own_timm_model(registry)
     if not handles:

@@ -54,16 +54,18 @@ def top_k_bars(top: Sequence[tuple[str, float]], title: str = "") -> go.Figure:
 def top_k_html(top: Sequence[tuple[str, float]]) -> str:
     """The same bars as ``top_k_bars`` as plain HTML (best first, on 0..100 %), for the
     page's first view: no plotting library to load before a visitor sees predictions.
-    ``data-top5`` carries the exact (class, probability) pairs, for tests and tools."""
+    Each class on a line of its own with its probability (the whole name, wrapped where
+    the column is narrow, never cut), its bar under it. ``data-top5`` carries the exact
+    (class, probability) pairs, for tests and tools."""
     pairs = [[str(n), float(p)] for n, p in top]
     rows = "".join(
-        '<div style="display:flex;align-items:center;gap:8px;margin:3px 0">'
-        f'<span style="flex:0 0 38%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap" '
-        f'title="{html.escape(n)}">{html.escape(n)}</span>'
-        '<span style="flex:1 1 auto;background:rgba(128,128,128,0.15);height:18px;border-radius:2px">'
-        f'<span style="display:block;height:100%;width:{100 * min(max(p, 0.0), 1.0):.2f}%;background:#4c78a8;'
-        'border-radius:2px"></span></span>'
-        f'<span style="flex:0 0 3.6em;text-align:right;font-variant-numeric:tabular-nums">{p:.1%}</span></div>'
+        '<div style="margin:4px 0 6px">'
+        '<div style="display:flex;justify-content:space-between;gap:8px;line-height:1.25">'
+        f'<span style="overflow-wrap:break-word;min-width:0">{html.escape(n)}</span>'
+        f'<span style="flex:0 0 auto;font-variant-numeric:tabular-nums">{p:.1%}</span></div>'
+        '<div style="background:rgba(128,128,128,0.15);height:10px;border-radius:2px;margin-top:2px">'
+        f'<div style="height:100%;width:{100 * min(max(p, 0.0), 1.0):.2f}%;background:#4c78a8;border-radius:2px">'
+        '</div></div></div>'
         for n, p in pairs)
     return f"<div data-top5='{html.escape(json.dumps(pairs), quote=True)}'>{rows}</div>"
 
@@ -322,7 +324,8 @@ def overlay(
         zmax=float(z.max()) if zmax is None else zmax, colorbar=colorbar, query=query)
     top = 40 if title else 0
     return go.Figure(data=traces, layout=dict(
-        title=title, margin=dict(l=0, r=0, t=top, b=0), height=map_height(extent, width_px) + top, images=[image],
+        title=title, margin=dict(l=0, r=30 if colorbar else 0, t=top, b=0), height=map_height(extent, width_px) + top,
+        images=[image],
         **axes))
 
 
@@ -542,19 +545,38 @@ def query_mean(
 
 
 def profile_curves(profile, block: str, image_gates: torch.Tensor | np.ndarray | None = None) -> go.Figure:
-    """The SE paper's figure for one block: mean gate per channel, one line per class,
-    and, when given, this image's gates drawn over them in black."""
+    """The SE paper's figure for one block, drawn so that its point shows: each class's mean
+    gate per channel minus the mean over the classes (a block whose gates do not depend on
+    the class is a flat line at 0), one line per class, and, when given, this image's gates
+    minus the same mean in black."""
+    means = np.asarray(profile.means[block], dtype=float)  # classes, channels
+    centre = means.mean(0)
     fig = go.Figure()
-    for name, row in zip(profile.classes, profile.means[block]):
-        fig.add_trace(go.Scatter(y=row, mode="lines", name=name, line=dict(width=1)))
+    for name, row in zip(profile.classes, means):
+        fig.add_trace(go.Scatter(y=row - centre, mode="lines", name=name, line=dict(width=1)))
     if image_gates is not None:
-        fig.add_trace(go.Scatter(y=_as_numpy(image_gates), mode="lines", name="this image",
+        fig.add_trace(go.Scatter(y=_as_numpy(image_gates) - centre, mode="lines", name="this image",
                                  line=dict(width=2.5, color="black")))
     spec = profile.specificity[block]
-    fig.update_layout(title=f"{short_name(block)}: class specificity {spec:.2f}", height=300,
+    top = float(np.abs(means - centre).max()) if image_gates is None else float(
+        max(np.abs(means - centre).max(), np.abs(_as_numpy(image_gates) - centre).max()))
+    fig.update_layout(title=f"{short_name(block)}: class specificity {spec:.2f}", height=320,
                       margin=dict(l=10, r=10, t=40, b=40), legend=dict(font=dict(size=10)))
-    fig.update_yaxes(range=[0, 1], title=GATE_AXIS)
+    fig.update_yaxes(range=[-1.05 * top, 1.05 * top], title="gate − its mean over the classes", zeroline=True)
     fig.update_xaxes(title="channel")
+    return fig
+
+
+def specificity_by_depth(profile, chosen: str | None = None) -> go.Figure:
+    """The measured class specificity of every block (the between-class share of the gates'
+    variance, 0..1), from the first block to the last: the SE paper found it rising with
+    depth. ``chosen`` is drawn darker."""
+    blocks = list(profile.specificity)
+    fig = go.Figure(go.Bar(x=[short_name(b) for b in blocks], y=[profile.specificity[b] for b in blocks],
+                           marker_color=["#1f4e79" if b == chosen else "#7aa6d1" for b in blocks],
+                           hovertemplate="%{x}: %{y:.2f}<extra></extra>"))
+    fig.update_layout(title="class specificity by depth", height=320, margin=dict(l=10, r=10, t=40, b=40))
+    fig.update_yaxes(range=[0, 1], title="between-class share of variance")
     return fig
 
 
@@ -618,6 +640,8 @@ def before_after_bars(
 
 
 FEATURE_AXIS = "activation (signed)"
+SIGNED_COLORSCALE = "RdBu_r"
+"""Feature maps are signed: a diverging scale, red above 0, blue below, white at 0."""
 
 
 def _symmetric(maps: Sequence[np.ndarray]) -> float:
@@ -632,7 +656,7 @@ def channel_maps(
     title: str = "",
     *,
     opacity: float = 0.55,
-    colorscale: str = DEFAULT_COLORSCALE,
+    colorscale: str = SIGNED_COLORSCALE,
     extent: tuple[int, int] | None = None,
     width_px: int = 900,
 ) -> go.Figure:
@@ -676,7 +700,7 @@ def channel_thumbnails(
     *,
     rows: int = 2,
     opacity: float = 0.55,
-    colorscale: str = DEFAULT_COLORSCALE,
+    colorscale: str = SIGNED_COLORSCALE,
     extent: tuple[int, int] | None = None,
     width_px: int = 900,
 ) -> go.Figure:

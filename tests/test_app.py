@@ -68,10 +68,10 @@ def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
 
 
 @pytest.mark.parametrize("view, how, charts, live, explorers", [
-    # SE: overview, drill-down (maps, thumbnails), intervention, a bar chart per block;
+    # SE: overview, drill-down (maps, thumbnails), intervention, one block's bar chart;
     # CBAM: 8 spatial maps and Grad-CAM beside them, overview, bars, drill-down, intervention;
     # self-attention: Grad-CAM, intervention
-    ("SE", None, 1 + 2 + 1 + 8, 0, 0), ("CBAM", None, 8 + 1 + 2 + 2 + 1, 0, 0),
+    ("SE", None, 1 + 2 + 1 + 1, 0, 0), ("CBAM", None, 8 + 1 + 2 + 2 + 1, 0, 0),
     ("Self-attention", "Hover", 1 + 1, 0, 1), ("Self-attention", "Click", 1 + 1, 2, 0), ("Axial", None, 3 * 3, 0, 0),
     ("Compare", None, 3 + 3, 0, 0)])
 def test_every_view_renders(app, view, how, charts, live, explorers):

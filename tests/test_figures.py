@@ -191,8 +191,12 @@ def test_profile_figures_draw_each_class_and_this_image():
                      specificity={"layer1.0.se.gate": 0.01, "layer4.1.se.gate": 0.6})
     fig = figures.profile_curves(prof, "layer4.1.se.gate", torch.tensor([0.9, 0.1]))
     assert [t.name for t in fig.data] == ["a", "b", "this image"]
-    np.testing.assert_allclose(fig.data[2].y, [0.9, 0.1])
-    assert tuple(fig.layout.yaxis.range) == (0, 1) and "0.60" in fig.layout.title.text
+    # each class and this image as its deviation from the mean over the classes (0.6, 0.7)
+    np.testing.assert_allclose([fig.data[0].y, fig.data[1].y, fig.data[2].y], [[-0.1, -0.1], [0.1, 0.1], [0.3, -0.6]])
+    assert tuple(fig.layout.yaxis.range) == pytest.approx((-0.63, 0.63)) and "0.60" in fig.layout.title.text
+    depth = figures.specificity_by_depth(prof, "layer4.1.se.gate")
+    assert list(depth.data[0].x) == ["layer1.0", "layer4.1"] and list(depth.data[0].y) == [0.01, 0.6]
+    assert tuple(depth.layout.yaxis.range) == (0, 1)
     grid = figures.profile_grid(prof)
     assert len(grid.data) == 2 * 2 and sum(t.showlegend for t in grid.data) == 2
 

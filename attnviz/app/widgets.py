@@ -30,6 +30,16 @@ def wkey(view: str, part: str, shown: Shown | None = None) -> str:
     return f"{view}-{part}" if shown is None else f"{view}-{part}-{shown.key}"
 
 
+def wrapping_columns(n: int, key: str, min_width: str = "14rem"):
+    """``st.columns(n)`` that wrap onto more rows where the page is too narrow for ``n``
+    columns of ``min_width`` (a phone, a narrow window with the sidebar open), instead of
+    squeezing their maps and names."""
+    box = st.container(key=key)
+    box.html(f"<style>.st-key-{key} [data-testid='stHorizontalBlock'] {{flex-wrap: wrap;}}"
+             f".st-key-{key} [data-testid='stColumn'] {{min-width: min(100%, {min_width});}}</style>")
+    return box.columns(n)
+
+
 def one_line(exc: BaseException) -> str:
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
@@ -131,20 +141,19 @@ def drill_down(page: Page, shown: Shown, gates: dict, view: str, look: tuple[flo
     except (KeyError, ValueError, ImageError, WeightsError) as exc:
         st.error(f"No feature maps for this block: {one_line(exc)}")
         return
-    opacity, cmap = look
+    opacity = look[0]  # feature maps are signed: drawn on a diverging scale, not the view's colour map
     block = figures.short_name(path)
     st.markdown(ui.channel_line(block, c, float(f.gates[c]), f.rank(c), n))
-    maps = {"before the gate": f.before[c], f"after the channel gate (× {float(f.gates[c]):.3f})": f.after_channel[c]}
+    maps = {"before the gate": f.before[c], f"× gate {float(f.gates[c]):.3f}": f.after_channel[c]}
     if f.spatial is not None:
-        maps["after the spatial gate too"] = f.after[c]
-    chart(figures.channel_maps(a.display, maps, f"{block} channel {c}", opacity=opacity, colorscale=cmap,
-                               extent=a.image_size), key=wkey(view, "drill-maps", shown))
+        maps["× spatial gate too"] = f.after[c]
+    chart(figures.channel_maps(a.display, maps, f"{block} channel {c}", opacity=opacity, extent=a.image_size),
+          key=wkey(view, "drill-maps", shown))
     top, bottom = f.extremes(min(8, n // 2))
     chart(figures.channel_thumbnails(
         a.display, f.before[top + bottom], [f"ch {i}: {float(f.gates[i]):.2f}" for i in top + bottom],
         f"{block}: the {len(top)} largest gates (top row) and the {len(bottom)} smallest (bottom row), "
-        "maps before the gate", opacity=opacity, colorscale=cmap, extent=a.image_size),
-        key=wkey(view, "drill-thumbs", shown))
+        "maps before the gate", opacity=opacity, extent=a.image_size), key=wkey(view, "drill-thumbs", shown))
 
 
 @st.fragment  # its own widgets rerun only this panel

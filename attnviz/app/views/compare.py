@@ -7,7 +7,7 @@ import streamlit as st
 from ... import figures
 from .. import ui
 from ..page import Page, Shown
-from ..widgets import cam_chart, chart, pick_model, wkey
+from ..widgets import cam_chart, chart, pick_model, wkey, wrapping_columns
 
 VIEW = "compare"
 
@@ -19,7 +19,7 @@ def _layer(kind: str, layers: list[str], shown: Shown) -> str:
 
 def render(page: Page) -> None:
     width = ui.MAP_WIDTH["compare"]
-    cols = st.columns(3)
+    cols = wrapping_columns(3, "compare", "16rem")
     with cols[0]:
         st.subheader("SE: channels")
         st.caption(ui.EXPLAIN["se"])

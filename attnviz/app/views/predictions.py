@@ -6,10 +6,11 @@ import streamlit as st
 
 from ... import figures
 from ..page import Page
+from ..widgets import wrapping_columns
 
 
 def render(page: Page) -> None:
-    cols = st.columns(len(page.shown))
+    cols = wrapping_columns(len(page.shown), "predictions")
     for col, shown in zip(cols, page.shown):
         a = shown.analysis
         with col:
