@@ -401,9 +401,9 @@ def fetch(arch: str, tqdm_class: type | None = None) -> Path:
     huggingface_hub writes to an ``.incomplete`` file and renames it only once complete,
     and the bytes are checked against the hub's sha256: an interrupted or corrupt transfer
     leaves nothing that loads. Raises ``WeightsError`` (one line): no weights, offline."""
-    import httpx
+    # HTTPError: the base error of whichever HTTP library this huggingface_hub uses (requests, httpx, httpx2)
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, HTTPError, LocalEntryNotFoundError
 
     from .weights import WeightsError
 
@@ -423,7 +423,7 @@ def fetch(arch: str, tqdm_class: type | None = None) -> Path:
                                ) from None
         except EntryNotFoundError:
             continue
-        except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:
+        except (HTTPError, OSError) as exc:  # HfHubHTTPError is both
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise WeightsError(f"{repo}: download failed, nothing was kept ({first[:200]})") from None
     raise WeightsError(f"{repo}: the hub has none of {', '.join(HUB_FILES)}")
