@@ -261,3 +261,72 @@ def test_every_offered_pretrained_tag_is_a_timm_model_on_the_hub():
         cfg = timm.models.get_pretrained_cfg(name)
         assert cfg.input_size[-1] == row.size and cfg.num_classes == 1000
         assert name.split(".")[0] in timm_adapter.SUPPORTED
+
+
+REGISTRY = """
+import sys
+from attnviz.app.service import ModelRegistry
+seen = []
+registry = ModelRegistry()
+print("CACHED", registry.is_cached(sys.argv[1]))
+handle = registry.add_pretrained(sys.argv[1], download=True, progress=lambda done, total: seen.append((done, total)))
+assert registry.add_pretrained(sys.argv[1]) is handle and registry.pretrained(handle.key) is handle
+print("CACHED", registry.is_cached(sys.argv[1]))
+print("PROGRESS", len(seen), seen[-1][0] == seen[-1][1], seen[-1][1])
+print("HANDLE", handle.key.startswith("pretrained-" + sys.argv[1]), handle.label)
+"""
+
+
+def test_the_app_registry_downloads_with_progress_once_per_process(tmp_path, hub, served):
+    hub.files[SAFETENSORS] = served[0]
+    r = subprocess.run([sys.executable, "-c", REGISTRY, NAME], env=_env(tmp_path, hub.url), cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before, after, progress, handle = r.stdout.splitlines()
+    assert (before, after, handle) == ("CACHED False", "CACHED True", f"HANDLE True timm:{NAME} (ImageNet)")
+    _, updates, complete, total = progress.split()
+    assert int(updates) >= 1 and complete == "True" and int(total) == len(served[0])  # the bar ends at 100 %
+    assert len(hub.seen("GET")) == 1
+
+
+@pytest.fixture
+def pretrained_app(tiny_env, monkeypatch, tmp_path):
+    """The app with the tiny models and a ``PRETRAINED`` list of one row, ``NAME``, and an
+    empty Hugging Face cache in ``tmp_path``."""
+    from streamlit.testing.v1 import AppTest
+
+    from attnviz import timm_adapter
+
+    monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
+    monkeypatch.setattr(timm_adapter, "PRETRAINED", {NAME: timm_adapter.Pretrained(NAME, 0.47, 50.0, 160, "test")})
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr("huggingface_hub.file_download.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"), raising=False)
+    monkeypatch.delenv("ATTNVIZ_ALLOW_DOWNLOADS", raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_app_says_in_one_line_that_downloads_are_off_and_loads_what_the_cache_has(pretrained_app, tmp_path,
+                                                                                      hub, served):
+    from attnviz.app import ui
+
+    at = pretrained_app
+    assert any(c.value == ui.DOWNLOADS_OFF for c in at.caption)
+    assert any("| test_resnet | r160_in1k | 0.5 M |" in m.value for m in at.markdown)
+    at.selectbox(key="pretrained-name").set_value(NAME).run()
+    button = at.button(key="pretrained-load")
+    assert button.disabled and button.label.startswith("Download (")
+    assert hub.seen() == []
+
+    hub.files[SAFETENSORS] = served[0]  # fetched by an operator (attnviz fetch) into the server's cache
+    r = _cli(tmp_path, hub.url, "fetch", NAME)
+    assert r.returncode == 0, r.stderr
+    at.run()
+    button = at.button(key="pretrained-load")
+    assert not button.disabled and button.label == "Load"
+    button.click().run()
+    assert not at.exception and not at.error
+    assert any(f"Loaded timm:{NAME} (ImageNet)." in s.value for s in at.success)
+    assert len(hub.seen("GET")) == 1  # the operator's fetch; the page asked for nothing
