@@ -121,3 +121,29 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.hub_server ARCH.TAG ...``: serve a random-weight checkpoint of each
+    timm model as ``timm/ARCH.TAG``; print the URL, then serve until stopped
+    (``deploy/smoke.sh`` builds an image with one model baked in from it)."""
+    import argparse
+
+    import timm
+    import torch
+    from safetensors.torch import save
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("names", nargs="+")
+    hub = Hub()
+    for name in parser.parse_args(argv).names:
+        torch.manual_seed(0)
+        model = timm.create_model(name, pretrained=False)
+        hub.files[(f"timm/{name}", "model.safetensors")] = save({k: v.contiguous() for k, v in
+                                                                model.state_dict().items()})
+    print(hub.url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
