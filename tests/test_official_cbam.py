@@ -16,7 +16,7 @@ from attnviz.capture import capture
 from attnviz.loading import build_like
 from attnviz.weights import WeightsError
 
-from .conftest import noise_image
+from .conftest import noise_image, one_line, randomise_bn
 
 # --- the authors' modules, as in their repository (names are what their checkpoint's keys are made of) -------------
 
@@ -145,16 +145,11 @@ class AuthorsResNet(nn.Module):
 
 def _authors_model(**kwargs) -> AuthorsResNet:
     torch.manual_seed(0)
-    model = AuthorsResNet(**kwargs)
-    for m in model.modules():  # random statistics and scales: every gate and branch matters
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.2, 0.2)
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-        elif isinstance(m, nn.Linear):
+    model = randomise_bn(AuthorsResNet(**kwargs))  # every gate and branch matters
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
             nn.init.uniform_(m.bias, -0.5, 0.5)
-    return model.eval()
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -262,24 +257,16 @@ def test_every_view_and_intervention_works_on_it(tmp_path, authors):
     assert type(twin) is type(model) and twin.attnviz_meta is model.attnviz_meta
 
 
-def _one_line(exc_info) -> str:
-    msg = str(exc_info.value)
-    assert "\n" not in msg and len(msg) < 400
-    return msg
-
-
 def test_a_checkpoint_of_another_shape_or_none_is_one_line(tmp_path):
-    with pytest.raises(WeightsError) as e:
-        attnviz.load_model("cbam:resnet50", checkpoint=_save(_authors_model(reduction=8), tmp_path / "r8.pth"))
-    assert "is not a checkpoint of the authors' CBAM resnet50" in _one_line(e) and "shapes differ" in str(e.value)
+    r8 = _save(_authors_model(reduction=8), tmp_path / "r8.pth")
     plain = {k: v for k, v in _authors_model(layers=(1, 1, 1, 1)).state_dict().items() if ".cbam." not in k}
     torch.save(plain, tmp_path / "plain.pth")
-    with pytest.raises(WeightsError) as e:
-        attnviz.load_model("cbam:resnet50", checkpoint=tmp_path / "plain.pth")
-    assert "tensors missing" in _one_line(e)
-    with pytest.raises(WeightsError) as e:
-        attnviz.load_model("cbam:resnet50")
-    assert "RESNET50_CBAM_new_name_wrap.pth" in _one_line(e)
-    with pytest.raises(WeightsError) as e:
-        attnviz.load_model("cbam:resnet18", pretrained=False)
-    assert "available: cbam:resnet50" in _one_line(e)
+    for name, kwargs, expected in (
+            ("cbam:resnet50", dict(checkpoint=r8), "is not a checkpoint of the authors' CBAM resnet50: "),
+            ("cbam:resnet50", dict(checkpoint=r8), "shapes differ"),
+            ("cbam:resnet50", dict(checkpoint=tmp_path / "plain.pth"), "tensors missing"),
+            ("cbam:resnet50", {}, "RESNET50_CBAM_new_name_wrap.pth"),
+            ("cbam:resnet18", dict(pretrained=False), "available: cbam:resnet50")):
+        with pytest.raises(WeightsError) as e:
+            attnviz.load_model(name, **kwargs)
+        assert expected in one_line(e), (name, kwargs)

@@ -19,7 +19,7 @@ timm = pytest.importorskip("timm")
 
 from safetensors.torch import save as save_safetensors  # noqa: E402
 
-from .conftest import noise_image  # noqa: E402
+from .conftest import noise_image, randomise_bn  # noqa: E402
 from .hub_server import Hub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,14 +31,7 @@ BIN = (REPO, "pytorch_model.bin")
 
 def _random_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    model = timm.create_model(NAME, pretrained=False)
-    for m in model.modules():  # random BN statistics: no layer is an identity
-        if isinstance(m, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
-            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return randomise_bn(timm.create_model(NAME, pretrained=False))
 
 
 @pytest.fixture(scope="module")
