@@ -425,7 +425,7 @@ def fetch(arch: str, tqdm_class: type | None = None) -> Path:
             continue
         except (HTTPError, OSError) as exc:  # HfHubHTTPError is both
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise WeightsError(f"{repo}: download failed, nothing was kept ({first[:200]})") from None
+            raise WeightsError(f"{repo}: download failed ({first[:200]}); nothing that loads was kept") from None
     raise WeightsError(f"{repo}: the hub has none of {', '.join(HUB_FILES)}")
 
 
