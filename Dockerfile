@@ -3,6 +3,7 @@
 # time. See docs/deploy.md.
 #
 #   docker build -t attnviz .
+#   docker build --build-arg PRETRAINED="seresnet50.ra2_in1k halonet26t.a1h_in1k" -t attnviz .
 #   docker run -p 8501:8501 attnviz
 #
 # tests/test_docker.py checks this file (sources, user, port, health check) and runs
@@ -46,6 +47,20 @@ COPY weights/ /src/weights/
 RUN pip install --no-cache-dir --no-deps /src \
     && python -c "import attnviz; print('models', attnviz.available_models())"
 
+# ImageNet-trained timm weights baked in at build time (README: Pretrained on ImageNet),
+# e.g. --build-arg PRETRAINED="seresnet50.ra2_in1k botnet26t_256.c1_in1k": `attnviz fetch`
+# downloads each into the Hugging Face cache at /opt/huggingface, which the final image
+# gets read-only, so the app loads them with no network at run time. Empty (the default):
+# attnviz's own models only, nothing is fetched. HF_ENDPOINT: another hub (a mirror, or
+# the smoke test's local server).
+ARG PRETRAINED=""
+ARG HF_ENDPOINT=https://huggingface.co
+# hadolint ignore=SC2086
+RUN mkdir -p /opt/huggingface \
+    && if [ -n "$PRETRAINED" ]; then HF_HOME=/opt/huggingface attnviz fetch $PRETRAINED; fi \
+    && rm -rf /opt/huggingface/hub/.locks \
+    && chmod -R a+rX /opt/huggingface
+
 # --- final image
 FROM python:3.11-slim-bookworm
 
@@ -59,13 +74,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/home/attnviz/.cache \
     XDG_CONFIG_HOME=/home/attnviz/.config \
     MPLCONFIGDIR=/home/attnviz/.cache/matplotlib \
-    TORCH_HOME=/home/attnviz/.cache/torch
+    TORCH_HOME=/home/attnviz/.cache/torch \
+    HF_HOME=/opt/huggingface \
+    HF_HUB_DISABLE_TELEMETRY=1
 
 RUN groupadd --system --gid 10001 attnviz \
     && useradd --system --uid 10001 --gid attnviz --home-dir /home/attnviz \
         --create-home --shell /usr/sbin/nologin attnviz
 
 COPY --from=builder /opt/venv /opt/venv
+# The Hugging Face cache with the weights baked in (PRETRAINED), root-owned like the venv:
+# the app reads it. Downloads at run time (ATTNVIZ_ALLOW_DOWNLOADS=1, off by default)
+# need a writable volume here: docs/deploy.md.
+COPY --from=builder /opt/huggingface /opt/huggingface
 
 # The page and its config are owned by root, as is /opt/venv with the package and its
 # weights: the app user can read, not change them.

@@ -33,7 +33,8 @@ def main() -> None:
     st.title("attnviz")
     st.caption("See attention inside image classifiers: what SE and CBAM gates do, where self-attention looks.")
     registry = shared()[0]  # one per process, warmed up at server start (serve.py)
-    handles = sidebar.disk_models(registry) + sidebar.own_weights(registry) + sidebar.own_timm_model(registry)
+    handles = (sidebar.disk_models(registry) + sidebar.pretrained_models(registry) + sidebar.own_weights(registry)
+               + sidebar.own_timm_model(registry))
     if not handles:
         st.error("No models found: put weights pairs in a folder and set ATTNVIZ_WEIGHTS_DIR.")
         return

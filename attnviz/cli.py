@@ -1,4 +1,4 @@
-"""The ``attnviz`` command line: ``models``, ``explain``, ``intervene``, ``evaluate``,
+"""The ``attnviz`` command line: ``models``, ``fetch``, ``explain``, ``intervene``, ``evaluate``,
 ``profile``, ``attention-stats``, ``faithfulness``, ``train``.
 
 Every expected failure (a bad image, an unknown model, a broken weights file) ends as
@@ -41,23 +41,31 @@ def _parse_xy(text: str | None) -> tuple[float, float] | None:
 
 def _add_model_args(p: argparse.ArgumentParser, what: str = "model name (see `attnviz models`)") -> None:
     """--model and the options that say where its weights come from: the same in every command."""
-    p.add_argument("--model", required=True, help=f"{what}, or timm:NAME for a timm model (e.g. timm:seresnet50)")
-    p.add_argument("--checkpoint", help="timm models: a local .safetensors or .pth/.bin state dict "
-                   "(default: the local Hugging Face cache; nothing is downloaded)")
-    p.add_argument("--random-weights", action="store_true", help="timm models: random weights, to try the views")
+    p.add_argument("--model", required=True, help=f"{what}, timm:NAME[.TAG] for a timm model (e.g. "
+                   "timm:seresnet50.ra2_in1k), or cbam:resnet50 for the CBAM authors' model")
+    p.add_argument("--checkpoint", help="timm and cbam: models: a local .safetensors or .pth/.bin state dict "
+                   "(default: the local Hugging Face cache)")
+    p.add_argument("--download", action="store_true", help="timm models: download the weights from the Hugging "
+                   "Face hub ($HF_ENDPOINT) into its cache if they are not there (default: nothing is downloaded)")
+    p.add_argument("--random-weights", action="store_true", help="timm and cbam: models: random weights, "
+                   "to try the views")
     p.add_argument("--weights-dir", help="also load weights pairs from this directory")
 
 
 def _load(args: argparse.Namespace):
-    """The model that --model, --checkpoint and --random-weights name; for a timm model,
-    one line on stderr saying which attention kinds it has."""
+    """The model that --model, --checkpoint, --download and --random-weights name; for a
+    timm model, one line on stderr saying which attention kinds it has."""
     from .loading import load_model
 
-    if (args.checkpoint or args.random_weights) and not args.model.startswith("timm:"):
-        raise UsageError("--checkpoint and --random-weights are for timm models (--model timm:NAME)")
-    if args.checkpoint and args.random_weights:
-        raise UsageError("--checkpoint and --random-weights exclude each other")
-    model = load_model(args.model, checkpoint=args.checkpoint, pretrained=not args.random_weights)
+    if (args.checkpoint or args.random_weights) and not args.model.startswith(("timm:", "cbam:")):
+        raise UsageError("--checkpoint and --random-weights are for timm models (--model timm:NAME) "
+                         "and cbam:resnet50")
+    if args.download and not args.model.startswith("timm:"):
+        raise UsageError("--download is for timm models (--model timm:NAME[.TAG])")
+    if sum(map(bool, (args.checkpoint, args.random_weights, args.download))) > 1:
+        raise UsageError("--checkpoint, --download and --random-weights exclude each other")
+    model = load_model(args.model, checkpoint=args.checkpoint, pretrained=not args.random_weights,
+                       download=args.download)
     if args.model.startswith("timm:"):
         from .timm_adapter import summary_line
 
@@ -92,12 +100,29 @@ def _cmd_models(args: argparse.Namespace) -> int:
         flops = f"{gflops:.2f} GFLOPs at {meta.input_size}px  " if gflops is not None else ""
         print(f"{name:16s} {meta.arch:14s} width {meta.width:<3d} {params / 1e6:.2f} M params  "
               f"{flops}{meta.num_classes} classes  {acc_s}  {path}")
-    from .timm_adapter import SUPPORTED
+    from .official_cbam import CHECKPOINT, TOP1
+    from .timm_adapter import PRETRAINED, SUPPORTED
 
+    print("\nImageNet-trained, downloaded once into the Hugging Face cache: attnviz fetch timm:NAME.TAG "
+          "(or --download)")
+    for p in PRETRAINED.values():
+        print(f"  timm:{p.name:30s} top-1 {p.top1:.1f} % at {p.size}px  {p.params_m:.1f} M params  ({p.source})")
+    print(f"  {'cbam:resnet50':35s} top-1 {TOP1:.1f} % at 224px  28.1 M params  (the authors' README; "
+          f"--checkpoint {CHECKPOINT})")
     print("\ntimm models, with your checkpoint: --model timm:NAME --checkpoint FILE (or --random-weights)")
     for arch, row in SUPPORTED.items():
         print(f"  timm:{arch:24s} {row.shows}")
     return status
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .loading import load_model
+
+    for name in args.names:
+        name = name if name.startswith("timm:") else f"timm:{name}"
+        model = load_model(name, download=True)  # checked: it loads as the model it names
+        print(f"{name}: {model.attnviz_meta.training['weights']}")
+    return 0
 
 
 def _unique_stem(path: Path, seen: set[str]) -> str:
@@ -372,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--flops", action="store_true", help="also load each model and count its GFLOPs (slower)")
     m.add_argument("--weights-dir", help="also load weights pairs from this directory")
     m.set_defaults(func=_cmd_models)
+
+    g = sub.add_parser("fetch", help="download timm models' pretrained weights into the Hugging Face cache, "
+                       "so that they load offline later")
+    g.add_argument("names", nargs="+", metavar="timm:NAME[.TAG]", help="e.g. timm:seresnet50.ra2_in1k "
+                   "(see `attnviz models`); $HF_ENDPOINT and $HF_HOME are honoured")
+    g.set_defaults(func=_cmd_fetch)
 
     e = sub.add_parser("explain", help="write attention figures and tensors for images")
     e.add_argument("images", nargs="+", help="image files")

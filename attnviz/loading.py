@@ -3,7 +3,8 @@
 | name | source | module |
 |---|---|---|
 | ``resnet18``, ``se_resnet18``, ... | a weights pair: shipped, or in ``ATTNVIZ_WEIGHTS_DIR`` | ``weights`` |
-| ``timm:ARCH`` | timm's model: a local checkpoint, the Hugging Face cache, random weights | ``timm_adapter`` |
+| ``timm:ARCH[.TAG]`` | timm's: a local file, the Hugging Face cache, a download if asked, random | ``timm_adapter`` |
+| ``cbam:resnet50`` | the CBAM authors' ResNet-50: their released checkpoint file, random weights | ``official_cbam`` |
 
 Each source is one row of ``SOURCES``: a name's prefix, how to load it, and how to build
 an untrained twin of a loaded model (``build_like``: Grad-CAM's private copy, the
@@ -29,12 +30,13 @@ class Source:
     """One way of naming a model: names that start with ``prefix`` (``""``: the rest)."""
 
     prefix: str
-    load: Callable[[str, str | os.PathLike | None, bool], nn.Module]
+    load: Callable[[str, str | os.PathLike | None, bool, bool], nn.Module]  # name, checkpoint, pretrained, download
     build: Callable[[WeightsMeta], nn.Module]
     describe: str
 
 
-def _load_pair_by_name(name: str, checkpoint, pretrained: bool) -> nn.Module:
+def _load_pair_by_name(name: str, checkpoint, pretrained: bool, download: bool) -> nn.Module:
+    # download: nothing to fetch, a weights pair is local
     if checkpoint is not None:
         raise WeightsError("checkpoint= is for timm models (timm:NAME); attnviz's own models load by name")
     found = find_weights()
@@ -48,10 +50,10 @@ def _build_own(meta: WeightsMeta) -> nn.Module:
     return build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
 
 
-def _load_timm(name: str, checkpoint, pretrained: bool) -> nn.Module:
+def _load_timm(name: str, checkpoint, pretrained: bool, download: bool) -> nn.Module:
     from . import timm_adapter
 
-    return timm_adapter.load(name, checkpoint, pretrained)
+    return timm_adapter.load(name, checkpoint, pretrained, download)
 
 
 def _build_timm(meta: WeightsMeta) -> nn.Module:
@@ -60,8 +62,22 @@ def _build_timm(meta: WeightsMeta) -> nn.Module:
     return timm_adapter.build(meta.arch, meta.num_classes)
 
 
+def _load_official_cbam(name: str, checkpoint, pretrained: bool, download: bool) -> nn.Module:
+    from . import official_cbam
+
+    return official_cbam.load(name, checkpoint, pretrained, download)
+
+
+def _build_official_cbam(meta: WeightsMeta) -> nn.Module:
+    from . import official_cbam
+
+    return official_cbam.build(meta.arch, meta.num_classes)
+
+
 SOURCES: tuple[Source, ...] = (
-    Source("timm:", _load_timm, _build_timm, "a timm architecture (timm:ARCH)"),
+    Source("timm:", _load_timm, _build_timm, "a timm architecture (timm:ARCH or timm:ARCH.TAG)"),
+    Source("cbam:", _load_official_cbam, _build_official_cbam,
+           "the CBAM authors' ResNet-50 and their checkpoint (cbam:resnet50)"),
     Source("", _load_pair_by_name, _build_own, "a weights pair (shipped or in ATTNVIZ_WEIGHTS_DIR)"),
 )
 
@@ -71,15 +87,19 @@ def source_of(name: str) -> Source:
     return next(s for s in SOURCES if name.startswith(s.prefix))
 
 
-def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True) -> nn.Module:
+def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True,
+               download: bool = False) -> nn.Module:
     """The named model, in eval mode, weights verified, metadata at ``.attnviz_meta``.
 
     A plain name is a weights pair (shipped, or in ``ATTNVIZ_WEIGHTS_DIR``); ``timm:ARCH``
-    (e.g. ``timm:seresnet50``) is a timm model: its weights from the local file
-    ``checkpoint`` or, without one, the local Hugging Face cache, or with
-    ``pretrained=False`` random weights; nothing is downloaded (``attnviz.timm_adapter``).
+    or ``timm:ARCH.TAG`` (e.g. ``timm:seresnet50.ra2_in1k``) is a timm model: its weights
+    from the local file ``checkpoint`` or, without one, the local Hugging Face cache, or with
+    ``pretrained=False`` random weights (``attnviz.timm_adapter``). Only with
+    ``download=True`` are weights missing from the cache downloaded from the hub, into that
+    cache, so that later loads find them offline. ``cbam:resnet50`` is the CBAM authors'
+    ResNet-50 with their released ``checkpoint`` (``attnviz.official_cbam``).
     Raises ``WeightsError`` (one line) for anything that cannot be loaded."""
-    return source_of(name).load(name, checkpoint, pretrained)
+    return source_of(name).load(name, checkpoint, pretrained, download)
 
 
 def available_models() -> list[str]:

@@ -1,5 +1,6 @@
 """timm models in attnviz: their attention modules, found by type, mapped onto attnviz's
-capture kinds, and timm models loaded from local files only.
+capture kinds, and timm models loaded from local files, the local Hugging Face cache, or,
+only where the caller asks (``download=True``), downloaded from the hub into that cache.
 
 timm (PyTorch Image Models) is imported only when a timm model is used, so
 ``import attnviz`` works without it.
@@ -257,13 +258,36 @@ def summary_line(model: nn.Module, kinds: dict[str, str]) -> str:
     return line
 
 
-# --- loading, never from the network -------------------------------------------------------------------------------
+# --- loading: local files and the local cache; the hub only when asked ----------------------------------------------
 
 
-def _offline() -> None:
-    # attnviz never calls a download function (``pretrained=False``, the cache looked up on
-    # disk); this is belt and braces for huggingface_hub if it is first imported after this.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+@dataclass(frozen=True)
+class Pretrained:
+    """One row of the table of ImageNet-trained weights offered in the app and the README."""
+
+    name: str  # timm's ARCH.TAG
+    params_m: float  # millions of parameters
+    top1: float  # ImageNet-1k validation top-1, %
+    size: int  # the input size that top-1 was measured at
+    source: str
+
+
+_TIMM_RESULTS = "timm's results-imagenet.csv"
+PRETRAINED: dict[str, Pretrained] = {p.name: p for p in (
+    Pretrained("seresnet50.ra2_in1k", 28.09, 80.3, 224, _TIMM_RESULTS),
+    Pretrained("ecaresnet50d.miil_in1k", 25.58, 80.6, 224, _TIMM_RESULTS),
+    Pretrained("gcresnet50t.ra2_in1k", 25.90, 80.9, 256, _TIMM_RESULTS),
+    Pretrained("botnet26t_256.c1_in1k", 12.49, 79.3, 256, _TIMM_RESULTS),
+    Pretrained("sebotnet33ts_256.a1h_in1k", 13.70, 81.2, 256, _TIMM_RESULTS),
+    Pretrained("halonet26t.a1h_in1k", 12.48, 79.1, 256, _TIMM_RESULTS),
+)}
+"""ImageNet-trained timm weights of the attention models people study; each downloads
+from the Hugging Face hub (``timm/ARCH.TAG``) as one ``model.safetensors`` of about
+4 bytes per parameter. ``cbam:resnet50`` (``official_cbam``) is the one CBAM: timm has none."""
+
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+"""What timm publishes per model, in the order tried: safetensors first; a ``.bin`` is
+only ever read with ``weights_only=True``."""
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -305,24 +329,104 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def cached_checkpoint(arch: str) -> Path | None:
-    """The model's pretrained weights file in the local Hugging Face cache, if it is
-    there (looked up on disk only: nothing is downloaded)."""
-    import timm
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = timm.models.get_pretrained_cfg(arch)
+def hub_repo(arch: str) -> str | None:
+    """The Hugging Face repo of ``arch``'s pretrained weights (``ARCH`` or ``ARCH.TAG``;
+    without a tag, timm's default one), from timm's pretrained config; None if it has none."""
+    cfg = _timm().models.get_pretrained_cfg(arch)
     repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not repo:
         return None
     if repo.endswith("/"):  # timm's shorthand: 'timm/' + the model's full tag
         tag = getattr(cfg, "tag", None)
-        repo = repo + (f"{arch}.{tag}" if tag else arch)
-    for filename in ("model.safetensors", "pytorch_model.bin"):
+        repo = repo + (f"{arch.split('.')[0]}.{tag}" if tag else arch)
+    return repo
+
+
+def cached_checkpoint(arch: str) -> Path | None:
+    """The model's pretrained weights file in the local Hugging Face cache, if it is
+    there (looked up on disk only: nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = hub_repo(arch)
+    if repo is None:
+        return None
+    for filename in HUB_FILES:
         hit = try_to_load_from_cache(repo, filename)
         if isinstance(hit, str):
             return Path(hit)
     return None
+
+
+def progress_class(report: Callable[[int, int | None], None]) -> type:
+    """A tqdm class for ``hf_hub_download(tqdm_class=...)`` that calls ``report(bytes
+    done, bytes in all or None)`` on every update and prints nothing (the app's progress bar)."""
+    from tqdm.std import tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs.update(disable=False, file=open(os.devnull, "w"))  # noqa: SIM115 (closed in close())
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            report(int(self.n), int(self.total) if self.total else None)
+            return shown
+
+        def close(self) -> None:
+            out = self.fp
+            super().close()
+            out.close()
+
+    return Reporting
+
+
+def _verified(path: Path, repo: str) -> Path:
+    """``path`` if its bytes are those the hub announced (the cache names a blob after its
+    ETag, the sha256 of an LFS file); else the blob and its link are removed and one line raised."""
+    from .weights import WeightsError, sha256_of
+
+    blob = path.resolve()
+    if re.fullmatch(r"[0-9a-f]{64}", blob.name) and sha256_of(blob) != blob.name:
+        path.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+        raise WeightsError(f"{repo}: the downloaded file is corrupt (its sha256 is not the hub's); it was removed, "
+                           "try again")
+    return path
+
+
+def fetch(arch: str, tqdm_class: type | None = None) -> Path:
+    """Download ``arch``'s pretrained weights (``ARCH`` or ``ARCH.TAG``) from the Hugging
+    Face hub (``HF_ENDPOINT``) into the standard cache, where ``cached_checkpoint`` finds
+    them offline later; returns the file. A file already there is returned with no request.
+    huggingface_hub writes to an ``.incomplete`` file and renames it only once complete,
+    and the bytes are checked against the hub's sha256: an interrupted or corrupt transfer
+    leaves nothing that loads. Raises ``WeightsError`` (one line): no weights, offline."""
+    # HTTPError: the base error of whichever HTTP library this huggingface_hub uses (requests, httpx, httpx2)
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HTTPError, LocalEntryNotFoundError
+
+    from .weights import WeightsError
+
+    repo = hub_repo(arch)
+    if repo is None:
+        raise WeightsError(f"{arch}: timm has no pretrained weights for it on the Hugging Face hub")
+    cached = cached_checkpoint(arch)
+    if cached is not None:
+        return cached
+    if constants.HF_HUB_OFFLINE:
+        raise WeightsError(f"{repo}: not downloaded, HF_HUB_OFFLINE is set")
+    for filename in HUB_FILES:
+        try:
+            return _verified(Path(hf_hub_download(repo, filename, tqdm_class=tqdm_class)), repo)
+        except LocalEntryNotFoundError:  # raised when the hub cannot be reached at all
+            raise WeightsError(f"{repo}: offline, the Hugging Face hub ({constants.ENDPOINT}) cannot be reached"
+                               ) from None
+        except EntryNotFoundError:
+            continue
+        except (HTTPError, OSError) as exc:  # HfHubHTTPError is both
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WeightsError(f"{repo}: download failed ({first[:200]}); nothing that loads was kept") from None
+    raise WeightsError(f"{repo}: the hub has none of {', '.join(HUB_FILES)}")
 
 
 def imagenet_classes(n: int) -> tuple[list[str], list[str]]:
@@ -342,16 +446,19 @@ def build(name: str, num_classes: int = 1000) -> nn.Module:
     return _timm().create_model(arch, pretrained=False, num_classes=num_classes)
 
 
-def load(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True) -> nn.Module:
-    """``timm:ARCH`` -> the model in eval mode with ``.attnviz_meta`` (ImageNet classes,
-    the input size, mean, std and interpolation of its pretrained config).
+def load(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True,
+         download: bool = False) -> nn.Module:
+    """``timm:ARCH`` or ``timm:ARCH.TAG`` -> the model in eval mode with ``.attnviz_meta``
+    (ImageNet classes, the input size, mean, std and interpolation of its pretrained config).
 
     ``checkpoint``: a local weights file; ``None``: the local Hugging Face cache when it
-    holds the model, else, with ``pretrained=False``, random weights. Never downloads.
-    Raises ``WeightsError`` (one line) for an unknown name or a checkpoint that does not fit."""
+    holds the model; not there, with ``download=True`` it is downloaded into that cache
+    (``fetch``), and with ``pretrained=False`` random weights. Nothing is requested from
+    the network unless ``download=True`` and the cache lacks the file.
+    Raises ``WeightsError`` (one line) for an unknown name, a checkpoint that does not fit,
+    a failed download."""
     from .weights import WeightsError, WeightsMeta, check_state_dict, sha256_of
 
-    _offline()
     timm = _timm()
     arch = name[len(PREFIX):] if name.startswith(PREFIX) else name
     if not timm.is_model(arch):
@@ -359,8 +466,11 @@ def load(name: str, checkpoint: str | os.PathLike | None = None, pretrained: boo
         raise WeightsError(f"timm has no model {arch!r}" + (f"; similar: {close}" if close else ""))
     source = Path(checkpoint) if checkpoint is not None else (cached_checkpoint(arch) if pretrained else None)
     if checkpoint is None and pretrained and source is None:
-        raise WeightsError(f"{arch}: not in the local Hugging Face cache and no checkpoint given; pass a checkpoint "
-                           "file (--checkpoint), or pretrained=False (--random-weights) to try the views")
+        if not download:
+            raise WeightsError(f"{arch}: not in the local Hugging Face cache and no checkpoint given; download it "
+                               "(download=True, --download, `attnviz fetch`), pass a checkpoint file (--checkpoint), "
+                               "or pretrained=False (--random-weights) to try the views")
+        source = fetch(arch)
     state = read_checkpoint(source) if source is not None else None
     num_classes = 1000
     model = build(arch)

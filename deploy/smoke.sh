@@ -9,7 +9,10 @@
 # "-p 127.0.0.1:$PORT:8501", empty with RUN_ARGS=--network=host), RUN_ARGS (extra
 # arguments for `run`), PYTHON (an interpreter with playwright, default .venv/bin/python),
 # CHROMIUM (/usr/bin/chromium), BOUND_S (3: healthy -> first page, seconds),
-# REMOVE_IMAGE=1 to delete the image at the end. docs/deploy.md says how to run it
+# REMOVE_IMAGE=1 to delete the image at the end, PRETRAINED_SMOKE=ARCH.TAG to bake that one
+# timm model into the image from a local stand-in for the Hugging Face hub
+# (tests/hub_server.py, random weights; the build needs --network=host to reach it) and
+# check that it loads in a container with no network. docs/deploy.md says how to run it
 # where only podman exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +44,22 @@ trap cleanup EXIT
 format=()
 case "$(basename "$ENGINE")" in podman) format=(--format docker) ;; esac  # keeps the HEALTHCHECK
 
-step "build $IMAGE with $ENGINE $*"
+build_args=()
+if [ -n "${PRETRAINED_SMOKE:-}" ]; then
+    hub_log=$(mktemp)
+    "$PYTHON" -m tests.hub_server "$PRETRAINED_SMOKE" >"$hub_log" 2>&1 &
+    hub_pid=$!
+    trap 'kill "$hub_pid" 2>/dev/null || true; cleanup' EXIT
+    for _ in $(seq 1 120); do [ -s "$hub_log" ] && break; sleep 0.5; done
+    hub_url=$(head -1 "$hub_log")
+    case "$hub_url" in http://127.0.0.1:*) ;; *) cat "$hub_log" >&2; fail "the local hub did not start" ;; esac
+    step "local hub at $hub_url serves timm/$PRETRAINED_SMOKE"
+    build_args=(--build-arg "PRETRAINED=$PRETRAINED_SMOKE" --build-arg "HF_ENDPOINT=$hub_url")
+fi
+
+step "build $IMAGE with $ENGINE $* ${build_args[*]}"
 t0=$(date +%s)
-"$ENGINE" build "${format[@]}" "$@" -t "$IMAGE" . >/tmp/attnviz-smoke-build.log 2>&1 \
+"$ENGINE" build "${format[@]}" "$@" "${build_args[@]}" -t "$IMAGE" . >/tmp/attnviz-smoke-build.log 2>&1 \
     || { tail -30 /tmp/attnviz-smoke-build.log >&2; fail "build (log: /tmp/attnviz-smoke-build.log)"; }
 step "built in $(( $(date +%s) - t0 )) s"
 
@@ -92,6 +108,12 @@ PY
 step "CLI with no network"
 "$ENGINE" run --rm --network=none "$IMAGE" python -m attnviz models | sed 's/^/  /' \
     || fail "the CLI in a container with no network"
+
+if [ -n "${PRETRAINED_SMOKE:-}" ]; then
+    step "the baked-in timm:$PRETRAINED_SMOKE with no network"
+    "$ENGINE" run --rm --network=none "$IMAGE" python -c "import attnviz; m = attnviz.load_model('timm:$PRETRAINED_SMOKE'); print('  loaded', m.attnviz_meta.name, len(m.attnviz_meta.classes), 'classes, from', m.attnviz_meta.training['weights'])" \
+        || fail "timm:$PRETRAINED_SMOKE does not load from the image's cache"
+fi
 
 step "stop (SIGTERM)"
 t0=$(date +%s.%N)

@@ -36,6 +36,25 @@ def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+def randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random BN statistics and scales, so that no branch is a zero-init identity; eval mode."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def one_line(exc_info) -> str:
+    """The message of a ``pytest.raises`` block's exception, checked to be one short line."""
+    msg = str(exc_info.value)
+    assert "\n" not in msg and len(msg) < 400
+    return msg
+
+
 def tiny_meta(arch: str, name: str | None = None) -> WeightsMeta:
     return WeightsMeta(name=name or f"tiny_{arch}", arch=arch, width=TINY_WIDTH, classes=list(CLASSES),
                        class_ids=[f"c{i}" for i in range(len(CLASSES))], input_size=TINY_SIZE)

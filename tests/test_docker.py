@@ -289,6 +289,25 @@ def test_environment_for_a_read_only_app_user():
     assert "./.streamlit/config.toml" in copies and last(final_stage(), "WORKDIR") == "/app"
 
 
+def test_pretrained_weights_are_baked_in_at_build_time_only_when_asked():
+    builder = stages()[0]
+    args = [a for k, a in builder if k == "ARG"]
+    assert 'PRETRAINED=""' in args, "PRETRAINED must default to nothing fetched"
+    assert "HF_ENDPOINT=https://huggingface.co" in args
+    fetch = next(a for k, a in builder if k == "RUN" and "attnviz fetch" in a)
+    assert 'if [ -n "$PRETRAINED" ]' in fetch and "HF_HOME=/opt/huggingface attnviz fetch $PRETRAINED" in fetch
+    assert "chmod -R a+rX /opt/huggingface" in fetch  # readable by the app user
+    # after the package is installed: `attnviz fetch` exists
+    runs = [a for k, a in builder if k == "RUN"]
+    assert runs.index(fetch) > next(i for i, a in enumerate(runs) if "pip install --no-cache-dir --no-deps /src" in a)
+    final = final_stage()
+    copies = [split_flags(a) for k, a in final if k == "COPY"]
+    assert ({"from": "builder"}, ["/opt/huggingface", "/opt/huggingface"]) in copies
+    env = " ".join(a for k, a in final if k == "ENV")
+    assert "HF_HOME=/opt/huggingface" in env
+    assert "ATTNVIZ_ALLOW_DOWNLOADS" not in env and "PRETRAINED" not in env  # no download at run time by default
+
+
 # --- tests: Streamlit config ----------------------------------------------------------
 
 @pytest.mark.skipif(tomllib is None, reason="tomllib needs Python 3.11")

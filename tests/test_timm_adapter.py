@@ -24,7 +24,7 @@ from attnviz import timm_adapter  # noqa: E402
 from attnviz.capture import attention_modules, capture  # noqa: E402
 from attnviz.weights import WeightsError  # noqa: E402
 
-from .conftest import noise_image  # noqa: E402
+from .conftest import noise_image, one_line, randomise_bn  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -36,16 +36,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Random BN statistics and scales, so that no branch is a zero-init identity."""
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
-            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+_randomise = randomise_bn
 
 
 def resnet(attn_layer: str) -> torch.nn.Module:
@@ -305,10 +296,7 @@ class _Payload:
         return (print, ("this must never run",))
 
 
-def _one_line(exc_info) -> str:
-    msg = str(exc_info.value)
-    assert "\n" not in msg and len(msg) < 400
-    return msg
+_one_line = one_line
 
 
 def test_wrong_checkpoints_are_refused_in_one_line(tmp_path):

@@ -5,10 +5,11 @@ on a pixel is an index into stored tensors, never a new forward pass."""
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def sample_images() -> dict[str, Path]:
     """Bundled sample images by display name (see samples/LICENSES.md), the default first."""
     found = {p.stem.replace("_", " "): p for p in sorted(SAMPLES_DIR.glob("*.jpg"))}
     return dict(sorted(found.items(), key=lambda item: item[0] != DEFAULT_SAMPLE))
+
+
+DOWNLOADS_ENV = "ATTNVIZ_ALLOW_DOWNLOADS"
+"""Set to 1 where the server may download pretrained weights from the Hugging Face hub
+(``HF_ENDPOINT``) when a visitor asks; off by default: then only weights already in the
+server's Hugging Face cache (``attnviz fetch``, a Docker image built with ``PRETRAINED``) load."""
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(DOWNLOADS_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def image_key(data: bytes) -> str:
@@ -95,6 +106,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._files: dict[Path, ModelHandle] = {}  # weights pairs found on disk, by path
         self._uploads: OrderedDict[str, ModelHandle] = OrderedDict()  # by key
+        self._pretrained: dict[str, ModelHandle] = {}  # ImageNet models, by timm name; shared by every session
         self._upload_dir = Path(upload_dir or Path(tempfile.gettempdir()) / "attnviz-uploads")
         self._max_uploads = max_uploads
 
@@ -172,6 +184,42 @@ class ModelRegistry:
             digest = hashlib.sha256(arch.encode() + b"\0" + checkpoint).hexdigest()
             what = f"uploaded {digest[:8]}"
         return self._keep(make_handle(f"timm-{digest[:16]}", f"{model.attnviz_meta.name} ({what})", model))
+
+
+    def is_cached(self, name: str) -> bool:
+        """Whether the pretrained weights of ``name`` (``timm_adapter.PRETRAINED``) are in the
+        local Hugging Face cache or loaded already (a disk lookup: nothing is requested)."""
+        from ..timm_adapter import cached_checkpoint
+
+        with self._lock:
+            if name in self._pretrained:
+                return True
+        return cached_checkpoint(name) is not None
+
+    def add_pretrained(self, name: str, download: bool = False,
+                       progress: Callable[[int, int | None], None] | None = None) -> ModelHandle:
+        """A timm model with its ImageNet weights (``ARCH.TAG``, e.g. ``seresnet50.ra2_in1k``),
+        loaded once per process and shared by every session: from the local Hugging Face
+        cache, or, with ``download=True`` and not there, downloaded into it first
+        (``progress(bytes done, bytes in all)`` as it goes). Raises ``WeightsError`` (one
+        line): not in the cache and no download allowed, offline, a failed download."""
+        from .. import timm_adapter
+
+        with self._lock:
+            if name in self._pretrained:
+                return self._pretrained[name]
+        if download and timm_adapter.cached_checkpoint(name) is None:
+            timm_adapter.fetch(name, tqdm_class=timm_adapter.progress_class(progress) if progress else None)
+        model = load_model(f"{timm_adapter.PREFIX}{name}")  # from the cache: no request
+        handle = make_handle(f"pretrained-{name}-{model.attnviz_meta.sha256[:12]}", f"{model.attnviz_meta.name} "
+                             "(ImageNet)", model)
+        with self._lock:
+            return self._pretrained.setdefault(name, handle)
+
+    def pretrained(self, key: str) -> ModelHandle | None:
+        """A pretrained model loaded by ``add_pretrained``, by its handle's key."""
+        with self._lock:
+            return next((h for h in self._pretrained.values() if h.key == key), None)
 
 
 class ResultCache:

@@ -1,5 +1,6 @@
 """The sidebar: the image (a sample or an upload) and the models (those found on disk,
-a user's own weights pair, a timm model), each as a ``ModelHandle``."""
+ImageNet-trained ones from the hub, a user's own weights pair, a timm model), each as a
+``ModelHandle``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import streamlit as st
 from .. import limits
 from ..weights import WeightsError
 from . import ui
-from .service import ModelHandle, ModelRegistry, sample_images
+from .service import ModelHandle, ModelRegistry, downloads_allowed, sample_images
 
 
 def pick_image() -> tuple[bytes, str]:
@@ -75,17 +76,54 @@ def own_timm_model(registry: ModelRegistry) -> list[ModelHandle]:
     loaded = st.session_state.setdefault("timm_models", [])
     with st.sidebar.expander("Your own model (timm)"):
         st.caption(ui.TIMM_HELP)
-        arch = st.selectbox("Architecture", list(SUPPORTED), key="timm-arch",
-                            format_func=lambda n: f"{n}: {SUPPORTED[n].shows}")
+        official = {"cbam:resnet50": "the CBAM authors' ResNet-50, CBAM gates of 16 blocks"}
+        arch = st.selectbox("Architecture", [*SUPPORTED, *official], key="timm-arch",
+                            format_func=lambda n: f"{n}: {official.get(n) or SUPPORTED[n].shows}")
+        name = arch if arch in official else f"timm:{arch}"
         ckpt = st.file_uploader("Checkpoint", type=["safetensors", "pth", "pt", "bin"], key="timm-ckpt",
                                 max_upload_size=limits.MAX_CHECKPOINT_MB)
         random_weights = st.checkbox("Random weights (no checkpoint)", key="timm-random")
         if (ckpt is not None or random_weights) and st.button("Load this model", key="timm-load"):
             checkpoint, filename = (None, "") if random_weights else (ckpt.getvalue(), ckpt.name)
             with st.spinner(f"Loading {arch}..."):
-                _keep_loaded(loaded, lambda: registry.add_timm(f"timm:{arch}", checkpoint, filename),
+                _keep_loaded(loaded, lambda: registry.add_timm(name, checkpoint, filename),
                              "This model can't be used", lambda h: f"Loaded {h.label}. {h.attention_line()}")
     return _still_kept(registry, loaded)
+
+
+def pretrained_models(registry: ModelRegistry) -> list[ModelHandle]:
+    """"Pretrained on ImageNet": timm's ImageNet weights of the attention models people
+    study, from the server's Hugging Face cache or, where the server allows downloads
+    (``ATTNVIZ_ALLOW_DOWNLOADS``), downloaded with a progress bar; returns this session's."""
+    from ..timm_adapter import PRETRAINED
+
+    loaded = st.session_state.setdefault("pretrained_models", [])
+    with st.sidebar.expander("Pretrained on ImageNet"):
+        st.caption(ui.PRETRAINED_HELP)
+        st.markdown(ui.pretrained_table(PRETRAINED.values()))
+        allowed = downloads_allowed()
+        if not allowed:
+            st.caption(ui.DOWNLOADS_OFF)
+        # Nothing is looked up (and neither timm nor huggingface_hub imported) before a model is chosen.
+        name = st.selectbox("Model", list(PRETRAINED), index=None, placeholder="Choose a model",
+                            key="pretrained-name")
+        if name is not None:
+            cached = registry.is_cached(name)
+            size = f"~{PRETRAINED[name].params_m * 4:.0f} MB"
+            label = "Load" if cached else f"Download ({size}) and load"
+            if st.button(label, key="pretrained-load", disabled=not (cached or allowed)):
+                bar = st.progress(0.0, text=f"Downloading {name}...") if not cached else None
+
+                def progress(done: int, total: int | None) -> None:
+                    if bar is not None and total:
+                        bar.progress(min(done / total, 1.0), text=f"{name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+                with st.spinner(f"Loading {name}..."):
+                    _keep_loaded(loaded, lambda: registry.add_pretrained(name, download=allowed, progress=progress),
+                                 "This model can't be loaded", lambda h: f"Loaded {h.label}. {h.attention_line()}")
+                if bar is not None:
+                    bar.empty()
+    return [h for h in map(registry.pretrained, loaded) if h is not None]
 
 
 def disk_models(registry: ModelRegistry) -> list[ModelHandle]:

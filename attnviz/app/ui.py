@@ -78,7 +78,25 @@ CLICK_WIDTH = 448
 
 TIMM_HELP = ("A timm (PyTorch Image Models) architecture and its checkpoint: a .safetensors file, or a .pth/.bin "
              "state dict (read as plain tensors; nothing is unpickled as code). Without a checkpoint: random "
-             "weights, to try the views. Nothing is downloaded.")
+             "weights, to try the views. Nothing is downloaded. cbam:resnet50 takes the CBAM authors' "
+             "RESNET50_CBAM_new_name_wrap.pth (linked from github.com/Jongchan/attention-module).")
+
+
+PRETRAINED_HELP = ("Attention models trained on ImageNet-1k (1,000 classes), from timm's releases on the "
+                   "Hugging Face hub: downloaded once into this server's cache, then loaded from there.")
+DOWNLOADS_OFF = ("Downloads are off on this server (start it with ATTNVIZ_ALLOW_DOWNLOADS=1 to allow them); "
+                 "models already in its Hugging Face cache load.")
+
+
+def pretrained_table(rows) -> str:
+    """A markdown table of ``timm_adapter.PRETRAINED`` rows: architecture, tag, size, top-1, source."""
+    lines = ["| architecture | tag | params | download | ImageNet top-1 |", "|---|---|---|---|---|"]
+    for p in rows:
+        arch, tag = p.name.split(".", 1)
+        mb = p.params_m * 4  # float32
+        lines.append(f"| {arch} | {tag} | {p.params_m:.1f} M | ~{mb:.0f} MB | {p.top1:.1f} % at {p.size}px |")
+    sources = sorted({p.source for p in rows})
+    return "\n".join(lines) + f"\n\nTop-1: {', '.join(sources)}."
 
 
 def missing_kind_line(kinds: tuple[str, ...]) -> str:
