@@ -99,6 +99,23 @@ def pretrained_table(rows) -> str:
     return "\n".join(lines) + f"\n\nTop-1: {', '.join(sources)}."
 
 
+# What a view says, under "no model with ... is loaded", about where such a model comes from.
+HOW_TO_LOAD = {
+    "axial": "Axial attention is attnviz's `axial_resnet18`. Train it on Imagenette with\n\n"
+             "`attnviz train imagenette2-224/train --val-dir imagenette2-224/val --arch axial_resnet18 --out mine/`\n\n"
+             "then load `mine/axial_resnet18.safetensors` and its `.json` under *Your own weights* in the sidebar "
+             "(or start the app with `ATTNVIZ_WEIGHTS_DIR=mine`).",
+    "context": "Context maps come from timm's GCNet and LambdaNet. In the sidebar: *Pretrained on ImageNet* → "
+               "`gcresnet50t.ra2_in1k`, or *Your own model (timm)* → `gcresnet33ts` or `lambda_resnet26t` with a "
+               "checkpoint (or random weights, to see the view).",
+    "self_attn": "Self-attention is attnviz's `sa_resnet18`, or timm's BoTNet and HaloNet: *Pretrained on ImageNet* "
+                 "→ `botnet26t_256.c1_in1k` in the sidebar.",
+    "se": "SE gates: attnviz's `se_resnet18`, or *Pretrained on ImageNet* → `seresnet50.ra2_in1k` in the sidebar.",
+    "cbam": "CBAM: attnviz's `cbam_resnet18`, or the authors' ImageNet model: *Your own model (timm)* → "
+            "`cbam:resnet50` with their checkpoint `RESNET50_CBAM_new_name_wrap.pth`.",
+}
+
+
 def missing_kind_line(kinds: tuple[str, ...]) -> str:
     """What a view says where no loaded model has any of ``kinds``."""
     labels = dict.fromkeys(KINDS[k].label.split(" (")[0] for k in kinds)  # an axial layer's two steps: one

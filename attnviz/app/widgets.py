@@ -69,6 +69,8 @@ def pick_model(page: Page, view: str, kinds: tuple[str, ...] | None = None, *, p
     options = page.with_kinds(kinds)
     if not options:
         st.info(ui.missing_kind_line(kinds))
+        if view in ui.HOW_TO_LOAD and part == "model":
+            st.markdown(ui.HOW_TO_LOAD[view])
         return None
     if len(options) == 1:
         return options[0]
@@ -152,8 +154,9 @@ def drill_down(page: Page, shown: Shown, gates: dict, view: str, look: tuple[flo
     top, bottom = f.extremes(min(8, n // 2))
     chart(figures.channel_thumbnails(
         a.display, f.before[top + bottom], [f"ch {i}: {float(f.gates[i]):.2f}" for i in top + bottom],
-        f"{block}: the {len(top)} largest gates (top row) and the {len(bottom)} smallest (bottom row), "
-        "maps before the gate", opacity=opacity, extent=a.image_size), key=wkey(view, "drill-thumbs", shown))
+        f"{block}: {len(top)} largest gates (top), {len(bottom)} smallest", opacity=opacity, extent=a.image_size),
+        key=wkey(view, "drill-thumbs", shown))
+    st.caption("The thumbnails are each channel's map before its gate.")
 
 
 @st.fragment  # its own widgets rerun only this panel

@@ -19,8 +19,6 @@ VIEW = "axial"
 def render(page: Page) -> None:
     shown = pick_model(page, VIEW)
     if shown is None:
-        st.caption("Train one with `attnviz train --arch axial_resnet18` and load it under "
-                   "\"Your own weights\" in the sidebar.")
         return
     a = shown.analysis
     st.caption(ui.EXPLAIN["axial"])
