@@ -44,6 +44,8 @@ def charts_settled(page, last: list[int]) -> bool:
 def hover_and_pin(page) -> None:
     """The hover explorer as a user leaves it: one pixel pinned, the pointer on another."""
     page.wait_for_function("() => document.querySelector('.avx-root')?.dataset.ready === '1'", timeout=180_000)
+    page.locator(".avx-root").evaluate("e => e.scrollIntoView({block: 'start'})")  # the explorer, not the controls
+    page.wait_for_timeout(300)
     box = page.locator("canvas.avx-photo").bounding_box()
     page.mouse.click(box["x"] + 0.47 * box["width"], box["y"] + 0.30 * box["height"])  # the temple's roof: pinned
     page.mouse.move(box["x"] + 0.80 * box["width"], box["y"] + 0.72 * box["height"])  # the trees
