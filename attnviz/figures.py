@@ -470,8 +470,8 @@ def query_panel(
     traces, mean_image, axes = _overlay_parts(
         1, extent, colours(mean, keep[0]), background=image_uri(im), colorbar=colorbar, opacity=opacity,
         colorscale=colorscale, zmax=zmax, query=None, domain=([0.0, split - 0.02], [0.0, 1.0]))
-    if not raw:
-        traces[0].update(text=np.char.mod("%.4f", mean), hovertemplate="weight %{text}<extra></extra>")
+    if not raw:  # the weights themselves stay in the figure: its hover, and anyone reading it
+        traces[0].update(customdata=mean, hovertemplate="weight %{customdata:.4f}<extra></extra>")
         traces.insert(0, _dimmed(keep[0], x0=traces[0]["x0"], dx=traces[0]["dx"], y0=traces[0]["y0"],
                                  dy=traces[0]["dy"]))
     traces += _cross_hair(query, extent, (h, w))
@@ -539,7 +539,7 @@ def query_mean(
     data = [*fig.data, *(go.Scatter(**hair) for hair in _cross_hair(query, extent, mean.shape))]
     if not raw:
         shown = fig.data[0]
-        shown.update(text=np.char.mod("%.4f", mean), hovertemplate="weight %{text}<extra></extra>")
+        shown.update(customdata=mean, hovertemplate="weight %{customdata:.4f}<extra></extra>")
         data.insert(0, go.Heatmap(**_dimmed(keep, x0=shown.x0, dx=shown.dx, y0=shown.y0, dy=shown.dy)))
     return go.Figure(data=data, layout=fig.layout)
 

@@ -86,12 +86,16 @@ LIVE_FIGURE = 'iframe[title="attnviz.app.live_figure.live_figure"]'
 # In one frame, the z of the first heatmap of every chart (in the self-attention view:
 # the layer's mean over heads), as the figure carries it: a nested list, or plotly's
 # {dtype, bdata, shape} encoding.
+# The mean map of a query panel is its heatmap with the colour bar; where it is drawn on a
+# log or square-root scale, or only some cells coloured, the weights themselves are its
+# customdata (figures.query_panel).
 READ_MEAN_MAPS = """() => {
   const out = [];
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
-    const t = (gd.data || []).find(t => t.type === 'heatmap');
-    if (t) out.push((t.z && t.z.bdata) ? {dtype: t.z.dtype, bdata: t.z.bdata, shape: String(t.z.shape)}
-                                       : Array.from(t.z, row => Array.from(row)));
+    const t = (gd.data || []).find(t => t.type === 'heatmap' && t.showscale !== false);
+    const z = t && (t.customdata || t.z);
+    if (z) out.push(z.bdata ? {dtype: z.dtype, bdata: z.bdata, shape: String(z.shape)}
+                            : Array.from(z, row => Array.from(row)));
   }
   return out;
 }"""
@@ -149,8 +153,8 @@ PANEL_SHOWS = """([frames, text, expected]) => {
   for (const f of document.querySelectorAll(frames)) {
     if (!f.contentDocument) return false;
     for (const gd of f.contentDocument.querySelectorAll('.js-plotly-plot')) {
-      const t = (gd.data || []).find(t => t.type === 'heatmap');
-      if (t) maps.push(flat(t.z));
+      const t = (gd.data || []).find(t => t.type === 'heatmap' && t.showscale !== false);
+      if (t) maps.push(flat(t.customdata || t.z));
     }
   }
   if (maps.length !== expected.length) return false;

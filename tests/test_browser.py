@@ -266,13 +266,14 @@ CHART_MAP = """title => {
 
 def test_the_se_view_runs_an_intervention_and_drills_into_a_clicked_channel():
     from attnviz.features import block_features
-    from attnviz.intervene import intervene
+    from attnviz.intervene import intervene, shipped_profile
 
     # The shipped model and the sample the page opens on.
     photo = next(iter(sample_images().values()))
     model = attnviz.load_model("se_resnet18")
-    whole = ui.intervention_summary(intervene(photo, model, "gates-off"))
-    one_block = ui.intervention_summary(intervene(photo, model, "gates-off", "layer3.1"))
+    profile = shipped_profile(model)  # the panel opens on the mean gates
+    whole = ui.intervention_summary(intervene(photo, model, "gates-mean", profile=profile))
+    one_block = ui.intervention_summary(intervene(photo, model, "gates-mean", "layer3.1", profile=profile))
     f = block_features(photo, model, "layer4.1")
     channel = int(f.extremes(40)[0][-1])  # a tall bar, not the tallest
     line = ui.channel_line("layer4.1", channel, float(f.gates[channel]), f.rank(channel), len(f.gates))

@@ -111,8 +111,20 @@ def test_pins_from_the_url_keep_only_well_formed_pixels_inside_the_image():
 
 def test_the_view_sends_the_payload_once_with_the_pins_of_the_url(tiny_env, monkeypatch):
     monkeypatch.setattr("attnviz.weights.SHIPPED_DIR", Path("/nonexistent"))
+    from attnviz.app.service import image_key, sample_images
+
+    temple = image_key(next(iter(sample_images().values())).read_bytes())[:16]  # the image the page opens on
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["pins"] = "5,6;99999,1;abc"
+    at.query_params["pinned"] = "0123456789abcdef"  # pins set on another image
+    at.run()
+    at.radio(key="view").set_value("Self-attention").run()
+    assert not at.exception, at.exception
+    (component,) = at.get("bidi_component")
+    assert read_payload(component.proto.bytes)["pins"] == []  # they do not land on this one
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["pins"] = "5,6;99999,1;abc"
+    at.query_params["pinned"] = temple
     at.run()
     at.radio(key="view").set_value("Self-attention").run()
     assert not at.exception, at.exception

@@ -44,9 +44,9 @@ def test_without_a_writable_directory_the_app_falls_back_to_plotly_chart(tiny_en
         at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
         at.run()
         at.radio(key="view").set_value("Self-attention").run()
-        at.radio(key="sa-how").set_value("Click").run()
+        at.radio(key="self_attn-how").set_value("Click").run()
         assert not at.exception, at.exception
-        layers = [c for c in at.get("plotly_chart") if c.key.startswith("sa-layer")]
+        layers = [c for c in at.get("plotly_chart") if c.key.startswith("self_attn-panel-layer")]
         assert len(layers) == 2  # both layers, drawn by st.plotly_chart (the intervention panel's bars beside them)
         assert not [c for c in at.get("component_instance") if c.proto.component_name.endswith("live_figure")]
     finally:

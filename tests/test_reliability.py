@@ -219,5 +219,5 @@ def test_limits_are_the_same_in_the_app_config_and_the_docker_config():
     for path in [ROOT / ".streamlit" / "config.toml", ROOT / "deploy" / "streamlit.toml"]:
         cfg = tomllib.loads(path.read_text())
         assert cfg["server"]["maxUploadSize"] == limits.MAX_CHECKPOINT_MB, path  # the largest uploader's
-    app = (ROOT / "app.py").read_text()
-    assert "max_upload_size=limits.MAX_UPLOAD_MB" in app
+    sidebar = (ROOT / "attnviz" / "app" / "sidebar.py").read_text()  # the uploaders of images and weights pairs
+    assert sidebar.count("max_upload_size=limits.MAX_UPLOAD_MB") >= 3

@@ -17,34 +17,36 @@ def _layer(kind: str, layers: list[str], shown: Shown) -> str:
                         key=wkey(VIEW, f"{kind}-layer", shown))
 
 
+def _column(page: Page, title: str, kind: str, kinds: tuple[str, ...], part: str) -> Shown | None:
+    """One column's heading, what its kind does, and its model."""
+    st.subheader(title)
+    st.caption(ui.EXPLAIN[kind])
+    return pick_model(page, VIEW, kinds, part=part)
+
+
 def render(page: Page) -> None:
     width = ui.MAP_WIDTH["compare"]
-    cols = wrapping_columns(3, "compare", "16rem")
-    with cols[0]:
-        st.subheader("SE: channels")
-        st.caption(ui.EXPLAIN["se"])
-        shown = pick_model(page, VIEW, ("se",), part="se-model")
+    se_col, cbam_col, sa_col = wrapping_columns(3, "compare", "16rem")
+    with se_col:
+        shown = _column(page, "SE: channels", "se", ("se",), "se-model")
         if shown:
             a = shown.analysis
             path = _layer("se", list(a.se), shown)
             chart(figures.gate_bars(a.se[path], f"{figures.short_name(path)} gates", sort=True),
                   key=wkey(VIEW, "se-bars", shown))
             cam_chart(page, shown, f"{VIEW}-se", width)
-    with cols[1]:
-        st.subheader("CBAM: channels + where")
-        st.caption(ui.EXPLAIN["cbam"])
-        shown = pick_model(page, VIEW, ("cbam_spatial",), part="cbam-model")
+    with cbam_col:
+        shown = _column(page, "CBAM: channels + where", "cbam", ("cbam_spatial",), "cbam-model")
         if shown:
             a = shown.analysis
             path = _layer("cbam", list(a.cbam_spatial), shown)
             chart(figures.overlay(a.display, a.cbam_spatial[path], f"{figures.short_name(path)} spatial gate",
                                   extent=a.image_size, width_px=width), key=wkey(VIEW, "cbam-map", shown))
             cam_chart(page, shown, f"{VIEW}-cbam", width)
-    with cols[2]:
-        st.subheader("Self-attention: point to point")
-        st.caption(ui.EXPLAIN["self_attn"])
+    with sa_col:
         # an axial layer's composed map is in self_attn too
-        shown = pick_model(page, VIEW, ("self_attn", "axial_height"), part="sa-model")
+        shown = _column(page, "Self-attention: point to point", "self_attn", ("self_attn", "axial_height"),
+                        "sa-model")
         if shown:
             a = shown.analysis
             layer = _layer("self_attn", list(a.self_attn), shown)
