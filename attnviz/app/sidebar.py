@@ -74,7 +74,7 @@ def own_timm_model(registry: ModelRegistry) -> list[ModelHandle]:
     from ..timm_adapter import SUPPORTED
 
     loaded = st.session_state.setdefault("timm_models", [])
-    with st.sidebar.expander("Your own model (timm)"):
+    with st.sidebar.expander("Your own model (timm, or the authors' CBAM)"):
         st.caption(ui.TIMM_HELP)
         official = {"cbam:resnet50": "the CBAM authors' ResNet-50, CBAM gates of 16 blocks"}
         arch = st.selectbox("Architecture", [*SUPPORTED, *official], key="timm-arch",

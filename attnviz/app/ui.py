@@ -106,12 +106,12 @@ HOW_TO_LOAD = {
              "then load `mine/axial_resnet18.safetensors` and its `.json` under *Your own weights* in the sidebar "
              "(or start the app with `ATTNVIZ_WEIGHTS_DIR=mine`).",
     "context": "Context maps come from timm's GCNet and LambdaNet. In the sidebar: *Pretrained on ImageNet* → "
-               "`gcresnet50t.ra2_in1k`, or *Your own model (timm)* → `gcresnet33ts` or `lambda_resnet26t` with a "
+               "`gcresnet50t.ra2_in1k`, or *Your own model* → `gcresnet33ts` or `lambda_resnet26t` with a "
                "checkpoint (or random weights, to see the view).",
     "self_attn": "Self-attention is attnviz's `sa_resnet18`, or timm's BoTNet and HaloNet: *Pretrained on ImageNet* "
                  "→ `botnet26t_256.c1_in1k` in the sidebar.",
     "se": "SE gates: attnviz's `se_resnet18`, or *Pretrained on ImageNet* → `seresnet50.ra2_in1k` in the sidebar.",
-    "cbam": "CBAM: attnviz's `cbam_resnet18`, or the authors' ImageNet model: *Your own model (timm)* → "
+    "cbam": "CBAM: attnviz's `cbam_resnet18`, or the authors' ImageNet model: *Your own model* → "
             "`cbam:resnet50` with their checkpoint `RESNET50_CBAM_new_name_wrap.pth`.",
 }
 
