@@ -10,7 +10,7 @@ from .. import explorer, ui
 from ..click_image import click_image, last_click
 from ..live_figure import live_figure
 from ..page import Page, Shown
-from ..widgets import PNG_CONFIG, cam_chart, intervention_panel, overlay_controls, pick_model, wkey
+from ..widgets import PNG_CONFIG, cam_chart, intervention_panel, overlay_controls, pick_model, wkey, wrapping_columns
 
 VIEW = "self_attn"
 PINNED_IMAGE = "pinned"  # the URL's key for the image (its hash) that the pins were set on
@@ -86,7 +86,7 @@ def click_panel(page: Page, shown: Shown) -> tuple[float, str]:
     a = shown.analysis
     st.caption("Click the image to choose the query pixel.")
     click_key, q = clicked_query(page, shown, VIEW)
-    left, right = st.columns([2, 3])
+    left, right = wrapping_columns(2, wkey(VIEW, "click-row"), "18rem")  # one above the other on a narrow page
     with left:
         click_image(ui.marked_image(a.display, q, extent=a.image_size), key=click_key)
     with right:
