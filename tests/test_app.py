@@ -280,6 +280,12 @@ def test_an_intervention_shows_before_and_after_and_leaks_into_nothing(app):
     assert not app.exception
     assert [e.value for e in app.error] == ["This intervention can't run: k = 99 is more than the 16 channels "
                                             "of layer2.0.se.gate"]
+    # every option on the whole model, on request: how far each moves the prediction
+    app.number_input(key=f"se-iv-k-{key}").set_value(3).run()
+    app.toggle(key=f"se-iv-all-{key}").set_value(True).run()
+    table = next(m.value for m in app.markdown if m.value.startswith("| on the whole model"))
+    for what, k in (("gates-off", None), ("knockout-top", 8)):
+        assert ui.effect_line(attnviz.intervene(data, model, what, k=k)) in table
     # the drill-down: a click on a channel sets these two keys (ui.picked_channel)
     app.session_state[f"se-drill-block-{key}"], app.session_state[f"se-drill-channel-{key}"] = "layer3.1.se.gate", 5
     app.run()

@@ -186,7 +186,10 @@ def intervention_panel(page: Page, shown: Shown, view: str, layers: list[str]) -
     chart(figures.before_after_bars(r.classes, r.before, r.after, target=r.target,
                                     title="top-5 before (grey) → after (blue)"), key=wkey(view, "iv-bars", shown))
     st.caption(ui.OFF_CAVEAT)
-    try:  # every option on the whole model, side by side: how far each moves the prediction
+    # every option on the whole model, side by side (a forward pass each: asked for, not run on every visit)
+    if not st.toggle("How far does each option move the prediction?", key=wkey(view, "iv-all", shown)):
+        return
+    try:
         every = memo(wkey(view, "iv-every"), (page.img_key, shown.key, target),
                      lambda: [intervene(page.data, shown.handle.model, w, None, target=target, profile=profile,
                                         k=DEFAULT_K if w == "knockout-top" else None) for w in kinds])
