@@ -228,6 +228,7 @@ def hover_and_time(page: Page, image: Path, positions: int, run: PageRun, sent: 
     live = page.evaluate(NEW_EXPLORER_ID, old)
     run.layer_bytes = on_explorer(page, live, "Object.fromEntries(root.__attnviz.payload.layers.map("
                                               "L => [L.name, L.bytes]))")
+    on_explorer(page, live, "root.querySelector('canvas.avx-photo').scrollIntoView({block: 'center'})")
     box = on_explorer(page, live, "(b => ({x: b.x, y: b.y, width: b.width, height: b.height}))("
                                   "root.querySelector('canvas.avx-photo').getBoundingClientRect())")
     rng = random.Random(seed)
@@ -235,7 +236,7 @@ def hover_and_time(page: Page, image: Path, positions: int, run: PageRun, sent: 
     before = len(sent)
     for _ in range(positions):
         query = on_explorer(page, live, "root.dataset.query")
-        while True:
+        for _attempt in range(20):
             x, y = box["x"] + rng.uniform(1, box["width"] - 1), box["y"] + rng.uniform(1, box["height"] - 1)
             page.mouse.move(x, y)
             try:
@@ -244,6 +245,8 @@ def hover_and_time(page: Page, image: Path, positions: int, run: PageRun, sent: 
                 break
             except Exception:  # the same pixel as before: nothing new to draw, pick another
                 continue
+        else:
+            raise TimeoutError("20 pointer moves over the explorer's photo drew nothing new")
     page.wait_for_timeout(500)
     run.hover_messages = len(sent) - before
     run.hover_ms = on_explorer(page, live, "root.__attnviz.latencies.slice(arg)", drawn)
