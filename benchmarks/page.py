@@ -21,6 +21,7 @@ import numpy as np
 
 import attnviz
 from attnviz.app import ui
+from attnviz.app.service import image_key
 from tests.browser import (
     CHROMIUM,
     app_server,
@@ -198,14 +199,14 @@ def click_and_time(page: Page, image: Path, model_name: str, clicks: int, run: P
 
 
 # The live explorer: while Streamlit replaces the page's elements an old explorer (of the
-# previous image) can still be in the page beside the new one, so every query names the
-# explorer by its payload's id instead of taking the first one in the page.
+# previous image) can still be in the page beside the new one, and replacing an upload
+# shows the sample for one rerun (the uploader is empty between the old file and the new),
+# so every query names the explorer by its payload's id (the image's key, then the model's)
+# instead of taking the first one in the page.
 EXPLORER = """id => [...document.querySelectorAll('.avx-root')].find(r => r.dataset.ready === '1' && r.__attnviz
   && r.__attnviz.id === id)"""
-EXPLORER_READY = """id => [...document.querySelectorAll('.avx-root')].some(r => r.dataset.ready === '1' && r.__attnviz
-  && r.__attnviz.id !== id)"""
-NEW_EXPLORER_ID = """id => [...document.querySelectorAll('.avx-root')].find(r => r.dataset.ready === '1' && r.__attnviz
-  && r.__attnviz.id !== id).__attnviz.id"""
+EXPLORER_OF_IMAGE = """key => [...document.querySelectorAll('.avx-root')].find(r => r.dataset.ready === '1'
+  && r.__attnviz && r.__attnviz.id.startsWith(key + '-'))"""
 
 
 def on_explorer(page: Page, ident: str, body: str, arg=None):
@@ -219,13 +220,13 @@ def hover_and_time(page: Page, image: Path, positions: int, run: PageRun, sent: 
     and keep the explorer's own mousemove -> map-drawn times and the number of
     websocket frames the page sent meanwhile."""
     page.get_by_role("radiogroup", name="Query by").get_by_text("Hover", exact=True).click()
-    page.wait_for_function(EXPLORER_READY, arg="", timeout=PAGE_TIMEOUT_S * 1000)
-    old = page.evaluate("() => document.querySelector('.avx-root').__attnviz.id")  # the only explorer yet
+    page.wait_for_selector(".avx-root[data-ready='1']", timeout=PAGE_TIMEOUT_S * 1000)
+    key = image_key(image.read_bytes())[:16]  # as app.py names the page's image
     t0 = time.perf_counter()
     choose_upload(page).set_input_files(str(image))
-    page.wait_for_function(EXPLORER_READY, arg=old, polling="raf", timeout=PAGE_TIMEOUT_S * 1000)
+    page.wait_for_function(EXPLORER_OF_IMAGE, arg=key, polling="raf", timeout=PAGE_TIMEOUT_S * 1000)
     run.hover_ready_s = time.perf_counter() - t0
-    live = page.evaluate(NEW_EXPLORER_ID, old)
+    live = page.evaluate(f"key => ({EXPLORER_OF_IMAGE})(key).__attnviz.id", key)
     run.layer_bytes = on_explorer(page, live, "Object.fromEntries(root.__attnviz.payload.layers.map("
                                               "L => [L.name, L.bytes]))")
     on_explorer(page, live, "root.querySelector('canvas.avx-photo').scrollIntoView({block: 'center'})")
