@@ -232,6 +232,29 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cbam_branches(args: argparse.Namespace) -> int:
+    import json
+
+    from .training.cbam_branches import branch_stats, channel_gates
+    from .training.data import decode_folder
+
+    model = _load(args)
+    meta = model.attnviz_meta
+    channel_gates(model)  # refuse a model without CBAM before decoding a whole folder
+    data = decode_folder(Path(args.directory), args.size or meta.input_size)
+    stats = branch_stats(model, data, meta.mean, meta.std)
+    if args.json:
+        print(json.dumps({"model": args.model, "images": len(data.labels),
+                          "blocks": {k: v.to_json() for k, v in stats.items()}}, indent=1))
+        return 0
+    print(f"{args.model}: the channel gate's average and max terms ({len(data.labels)} images)")
+    print(f"  {'gate':28s} {'r(avg, max)':>11s} {'max share':>9s} {'r(W_avg, W_max)':>15s}")
+    for block, b in stats.items():
+        w = "shared" if b.weight_correlation is None else f"{b.weight_correlation:.3f}"
+        print(f"  {block:28s} {b.correlation:11.3f} {b.max_share:9.3f} {w:>15s}")
+    return 0
+
+
 def _cmd_attention_stats(args: argparse.Namespace) -> int:
     import json
 
@@ -442,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--size", type=int, help="input size (default: the model's)")
     r.add_argument("--no-png", action="store_true", help="skip the figure (it needs Chromium)")
     r.set_defaults(func=_cmd_profile)
+
+    b = sub.add_parser("cbam-branches", help="how alike CBAM's average- and max-descriptor terms are, per channel "
+                       "gate, over an ImageFolder directory (the shared-MLP question)")
+    b.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
+    _add_model_args(b, "a CBAM model (see `attnviz models`)")
+    b.add_argument("--size", type=int, help="input size (default: the model's)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=_cmd_cbam_branches)
 
     q = sub.add_parser("attention-stats", help="how much each self-attention head attends, over a folder of images")
     q.add_argument("directory", help="a folder of images (searched recursively)")

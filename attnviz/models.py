@@ -70,10 +70,11 @@ class CBAMBasicBlock(_BranchAttentionBlock):
     attn_name = "cbam"
 
     def __init__(
-        self, inplanes: int, planes: int, *args, reduction: int = 16, kernel_size: int = 7, **kwargs
+        self, inplanes: int, planes: int, *args, reduction: int = 16, kernel_size: int = 7, shared: bool = True,
+        **kwargs,
     ) -> None:
         super().__init__(inplanes, planes, *args, **kwargs)
-        self.cbam = CBAM(planes, reduction, kernel_size=kernel_size)
+        self.cbam = CBAM(planes, reduction, kernel_size=kernel_size, shared=shared)
 
 
 class SABasicBlock(_BranchAttentionBlock):
@@ -184,6 +185,9 @@ REGISTRY: dict[str, Architecture] = {a.name: a for a in (
     Architecture("se_resnet18", lambda stage, i: SEBasicBlock, ("se",), "SE in every block"),
     Architecture("cbam_resnet18", lambda stage, i: CBAMBasicBlock, ("cbam_channel", "cbam_spatial"),
                  "CBAM in every block"),
+    Architecture("cbam_unshared_resnet18", lambda stage, i: partial(CBAMBasicBlock, shared=False),
+                 ("cbam_channel", "cbam_spatial"),
+                 "CBAM in every block, one MLP for the average and one for the max descriptor", shipped=False),
     Architecture("sa_resnet18", _sa_block, ("self_attn",), "self-attention in the last block of stages 2 and 3"),
     Architecture("axial_resnet18", _axial_block, ("axial_height", "axial_width"),
                  "axial attention (height, then width) in the last block of stages 1, 2 and 3", shipped=False),

@@ -21,6 +21,11 @@ def test_se_reduction_is_configurable_and_never_zero():
     assert SqueezeExcite(8, reduction=16).fc1.out_channels == 1
 
 
+def _mlp_of(convs):  # B, C -> B, C: W1 (ReLU) then W0 of two 1x1 convs, recomputed from their weights
+    fc1, fc2 = convs
+    return lambda z: F.linear(F.relu(F.linear(z, fc1.weight[:, :, 0, 0], fc1.bias)), fc2.weight[:, :, 0, 0], fc2.bias)
+
+
 def test_cbam_channel_gate_uses_one_shared_mlp_for_avg_and_max():
     torch.manual_seed(0)
     gate = ChannelGate(32, reduction=4).eval()
@@ -29,12 +34,30 @@ def test_cbam_channel_gate_uses_one_shared_mlp_for_avg_and_max():
     assert len(convs) == 2  # one MLP: two layers, shared by both squeezes
     fc1, fc2 = convs
     assert (fc1.in_channels, fc1.out_channels, fc2.out_channels) == (32, 8, 32)  # C -> C/r -> C
-
-    def mlp(z):  # B, C -> B, C: the paper's W1 (ReLU) then W0, recomputed from the weights
-        return F.linear(F.relu(F.linear(z, fc1.weight[:, :, 0, 0], fc1.bias)), fc2.weight[:, :, 0, 0], fc2.bias)
-
+    mlp = _mlp_of(convs)  # the paper's W1 (ReLU) then W0
     expected = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))
     torch.testing.assert_close(gate(x), x * expected[:, :, None, None])
+
+
+def test_unshared_cbam_channel_gate_has_one_mlp_for_avg_and_one_for_max():
+    torch.manual_seed(0)
+    gate = ChannelGate(32, reduction=4, shared=False).eval()
+    x = torch.randn(2, 32, 6, 6)
+    assert not hasattr(gate, "mlp")
+    avg_convs = [m for m in gate.mlp_avg.modules() if isinstance(m, torch.nn.Conv2d)]
+    max_convs = [m for m in gate.mlp_max.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len([m for m in gate.modules() if isinstance(m, torch.nn.Conv2d)]) == 4  # two MLPs, two layers each
+    for fc1, fc2 in (avg_convs, max_convs):
+        assert (fc1.in_channels, fc1.out_channels, fc2.out_channels) == (32, 8, 32)  # C -> C/r -> C
+    avg_mlp, max_mlp = _mlp_of(avg_convs), _mlp_of(max_convs)
+    expected = torch.sigmoid(avg_mlp(x.mean((2, 3))) + max_mlp(x.amax((2, 3))))
+    torch.testing.assert_close(gate(x), x * expected[:, :, None, None])
+    # the two branches are what the sigmoid sums, each from its own MLP; swapping them changes the gate
+    avg, mx = gate.branches(x)
+    torch.testing.assert_close(avg[:, :, 0, 0], avg_mlp(x.mean((2, 3))))
+    torch.testing.assert_close(mx[:, :, 0, 0], max_mlp(x.amax((2, 3))))
+    swapped = torch.sigmoid(max_mlp(x.mean((2, 3))) + avg_mlp(x.amax((2, 3))))
+    assert not torch.allclose(swapped, expected)
 
 
 def test_cbam_spatial_gate_pools_over_channels_and_uses_a_7x7_conv():

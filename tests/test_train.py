@@ -82,6 +82,20 @@ def test_resume_continues_to_the_same_weights(folder, tmp_path, full_run, stop_a
     assert_same_weights(full_run, resumed)
 
 
+def test_mixup_cutmix_changes_training_and_resumes_to_the_same_weights(folder, tmp_path, full_run):
+    quiet = {"log": lambda m: None}
+    mixed = tiny_recipe()
+    mixed.mixup_alpha, mixed.cutmix_alpha = 0.2, 1.0
+    whole = train("cbam_resnet18", folder, None, tmp_path / "whole", recipe=mixed, **quiet)
+    part = tmp_path / "part"
+    assert train("cbam_resnet18", folder, None, part, recipe=mixed, stop_after=1, **quiet) is None
+    assert_same_weights(whole, train("cbam_resnet18", folder, None, part, recipe=mixed, resume=True, **quiet))
+    with pytest.raises(AssertionError):  # the mixed batches are not the plain recipe's
+        assert_same_weights(full_run, whole)
+    training = json.loads(whole.with_suffix(".json").read_text())["training"]
+    assert training["mixup_alpha"] == 0.2 and training["cutmix_alpha"] == 1.0
+
+
 def test_finetune_from_a_pair_gives_the_weights_of_one_uninterrupted_run(folder, tmp_path, full_run):
     quiet = {"log": lambda m: None}
     main_only = train("cbam_resnet18", folder, None, tmp_path / "main", recipe=tiny_recipe(finetune_epochs=0), **quiet)

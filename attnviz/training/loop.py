@@ -24,8 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
-from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
@@ -43,6 +43,7 @@ from .machine import autocast, choose_precision, cpu_model, native_bf16
 from .recipe import Recipe, class_names, param_groups
 
 if TYPE_CHECKING:
+    from timm.data import Mixup
     from timm.utils import ModelEmaV3
 
 
@@ -62,10 +63,13 @@ def start_from_pair(model: nn.Module, pair: Path, arch: str, recipe: Recipe) -> 
 
 def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, criterion: nn.Module, source: torch.Tensor,
                     labels: torch.Tensor, order: torch.Tensor, gen: torch.Generator, recipe: Recipe, epoch: int,
-                    desc: str = "", precision: str = "bf16", ema: ModelEmaV3 | None = None) -> tuple[float, float]:
+                    desc: str = "", precision: str = "bf16", ema: ModelEmaV3 | None = None,
+                    mixer: Mixup | None = None) -> tuple[float, float]:
     """One epoch of ``recipe``: batches of ``source`` (uint8 images) in ``order``, random
     crops and flips from ``gen`` (flips only in the fine-tune), in ``precision`` (bf16
     autocast or fp32), the learning rate set per step, ``ema`` updated after each step.
+    ``mixer`` (timm's Mixup) mixes the batch and gives soft targets for ``criterion``;
+    train accuracy is then against each image's own label.
     Returns (mean loss, train accuracy)."""
     steps = len(labels) // recipe.batch_size
     size, finetune = recipe.crop_size(epoch), recipe.is_finetune(epoch)
@@ -80,11 +84,14 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, criterion: nn.
             x = random_resized_crop_flip(source[idx], size, gen, scale=recipe.crop_scale)
         x = normalize(x, IMAGENET_MEAN, IMAGENET_STD, torch.channels_last)
         y = labels[idx]
+        target = y
+        if mixer is not None:
+            x, target = mixer(x, y)
         for g in opt.param_groups:
             g["lr"] = recipe.lr_at(epoch * steps + step, steps)
         with autocast(precision):
             logits = model(x)
-        loss = criterion(logits.float(), y)
+        loss = criterion(logits.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -166,6 +173,15 @@ def train(
     if steps == 0:
         raise ValueError(f"{n} training images are fewer than one batch of {recipe.batch_size}")
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    mixer, mixed_criterion = None, None
+    if recipe.mixup_alpha or recipe.cutmix_alpha:
+        from timm.data import Mixup  # soft targets carry the label smoothing
+        from timm.loss import SoftTargetCrossEntropy
+
+        mixer = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha, prob=recipe.mix_prob,
+                      switch_prob=recipe.mix_switch_prob, label_smoothing=recipe.label_smoothing,
+                      num_classes=len(train_data.classes))
+        mixed_criterion = SoftTargetCrossEntropy()
     source, source_for = train_data.images, None
     compiled_names: list[str] = []
     for epoch in range(start_epoch, recipe.epochs):
@@ -174,6 +190,7 @@ def train(
             return None
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)  # same batches after a resume
+        np.random.seed(recipe.seed * 1000 + epoch)  # timm's Mixup draws from numpy's global generator
         order = torch.randperm(n, generator=gen)
         size = recipe.crop_size(epoch)
         finetune = recipe.is_finetune(epoch)
@@ -196,9 +213,11 @@ def train(
             if compiled_now and epoch == start_epoch:
                 log(f"{name}: {len(compiled_now)} modules compiled for training ({compiled_now[0]}, ...)")
             compiled_names = compiled_now
-            loss, acc = train_one_epoch(model, opt, criterion, source, train_data.labels, order, gen, recipe, epoch,
+            mix = mixer is not None and not finetune
+            loss, acc = train_one_epoch(model, opt, mixed_criterion if mix else criterion, source, train_data.labels,
+                                        order, gen, recipe, epoch,
                                         desc=f"{name} {epoch + 1}/{recipe.epochs} @{size}px", precision=precision,
-                                        ema=None if finetune else ema)
+                                        ema=None if finetune else ema, mixer=mixer if mix else None)
         elapsed += time.perf_counter() - t0
         msg = (f"{name} epoch {epoch + 1}/{recipe.epochs} @{size}px loss {loss:.3f} "
                f"train-acc {acc:.3f} {elapsed / 60:.1f} min")

@@ -45,6 +45,12 @@ class Recipe:
     # Exponential moving average of the weights over the crop phases (0: none); the
     # fine-tune then starts from the average (timm's ModelEmaV3).
     ema_decay: float = 0.0
+    # Mixup / CutMix over the crop phases (timm's Mixup; 0 and 0: none): the Beta
+    # parameters, the share of batches mixed, and of those the share cut rather than blended.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    mix_switch_prob: float = 0.5
     seed: int = 0
 
     @property
