@@ -17,6 +17,7 @@ from attnviz import figures
 from attnviz.app import ui
 from attnviz.app.service import image_key, sample_images
 from attnviz.cam import grad_cam
+from attnviz.models import ARCHITECTURES
 
 from .browser import original_pixel
 from .conftest import handle_key, noise_image, page_top5s, plotly_array, upload_key
@@ -62,7 +63,7 @@ def _live_figures(at) -> list[dict]:
 def test_first_open_shows_predictions_of_every_model_for_a_sample(app):
     assert app.radio(key="source").value == "Sample"
     assert app.selectbox(key="sample").value == "temple" == next(iter(sample_images()))  # a church
-    assert len(page_top5s(app)) == 5  # top-5 of the five tiny models side by side, as HTML: no chart to load
+    assert len(page_top5s(app)) == len(ARCHITECTURES)  # top-5 of every tiny model side by side, as HTML: no chart
     assert not _charts(app)
     assert not app.error
 
@@ -122,7 +123,7 @@ def test_upload_is_analysed(app):
     assert not app.exception and not app.error
     shown = page_top5s(app)
     expected = [attnviz.analyze(data, attnviz.load_model(n)).top_k(5) for n in attnviz.available_models()]
-    assert len(shown) == len(expected) == 5
+    assert len(shown) == len(expected) == len(ARCHITECTURES)
     for bars, top in zip(shown, expected):  # every model's bars are the uploaded image's predictions
         assert [n for n, _ in bars] == [n for n, _ in top]
         np.testing.assert_allclose([p for _, p in bars], [p for _, p in top], rtol=1e-6)
@@ -136,7 +137,7 @@ def test_bad_upload_gives_one_clear_line_and_the_app_stays_up(app):
     assert len(app.error) == 1 and "not a readable image" in app.error[0].value
     assert "\n" not in app.error[0].value
     app.file_uploader(key="upload").set_value(("ok.png", _png(), "image/png")).run()
-    assert not app.exception and not app.error and len(page_top5s(app)) == 5
+    assert not app.exception and not app.error and len(page_top5s(app)) == len(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("click", [(112, 168), (0, 0), (447, 223), (447, 0), (0, 223)])
@@ -207,7 +208,7 @@ def test_own_weights_can_be_uploaded_and_a_bad_pair_is_refused(app, tiny_weights
     app.button(key="own-load").click().run()
     assert not app.exception and not app.error
     assert any("(uploaded " in s.value for s in app.success)
-    assert len(page_top5s(app)) == 6  # the five tiny models and the uploaded one
+    assert len(page_top5s(app)) == len(ARCHITECTURES) + 1  # every tiny model and the uploaded one
 
 
 def test_the_self_attention_view_says_how_much_each_head_attends_and_warns_when_uniform(tmp_path, monkeypatch):

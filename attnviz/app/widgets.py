@@ -79,6 +79,15 @@ def pick_model(page: Page, view: str, kinds: tuple[str, ...] | None = None, *, p
     return by_key[picked]
 
 
+def open_view(page: Page, view: str) -> Shown | None:
+    """A one-model view's opening: its model (``pick_model``) and, when there is one, the
+    line saying what the view shows (``ui.EXPLAIN[view]``)."""
+    shown = pick_model(page, view)
+    if shown is not None:
+        st.caption(ui.EXPLAIN[view])
+    return shown
+
+
 def overlay_controls(view: str) -> tuple[float, str]:
     c1, c2 = st.columns(2)
     opacity = c1.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key=wkey(view, "opacity"))

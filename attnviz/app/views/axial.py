@@ -9,7 +9,7 @@ from ... import figures
 from .. import ui
 from ..click_image import click_image
 from ..page import Page
-from ..widgets import chart, pick_model, wkey
+from ..widgets import chart, open_view, wkey
 from .self_attention import clicked_query
 
 VIEW = "axial"
@@ -17,11 +17,10 @@ VIEW = "axial"
 
 @st.fragment
 def render(page: Page) -> None:
-    shown = pick_model(page, VIEW)
+    shown = open_view(page, VIEW)
     if shown is None:
         return
     a = shown.analysis
-    st.caption(ui.EXPLAIN["axial"])
     st.caption("Click the image to choose the query pixel.")
     click_key, q = clicked_query(page, shown, VIEW)
     left, right = st.columns([2, 7])

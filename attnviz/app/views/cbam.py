@@ -13,8 +13,8 @@ from ..widgets import (
     clickable_chart,
     drill_down,
     intervention_panel,
+    open_view,
     overlay_controls,
-    pick_model,
     wkey,
 )
 
@@ -22,11 +22,10 @@ VIEW = "cbam"
 
 
 def render(page: Page) -> None:
-    shown = pick_model(page, VIEW)
+    shown = open_view(page, VIEW)
     if shown is None:
         return
     a = shown.analysis
-    st.caption(ui.EXPLAIN["cbam"])
     opacity, cmap = overlay_controls(VIEW)
     cols = st.columns(2)
     bg = figures.image_uri(a.display)

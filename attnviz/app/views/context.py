@@ -8,17 +8,16 @@ import streamlit as st
 from ... import figures
 from .. import ui
 from ..page import Page
-from ..widgets import chart, pick_model, wkey
+from ..widgets import chart, open_view, wkey
 
 VIEW = "context"
 
 
 def render(page: Page) -> None:
-    shown = pick_model(page, VIEW)
+    shown = open_view(page, VIEW)
     if shown is None:
         return
     a = shown.analysis
-    st.caption(ui.EXPLAIN["context"])
     cols = st.columns(2)
     for i, (path, maps) in enumerate(a.context.items()):
         with cols[i % 2]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from ... import figures
-from .. import ui
 from ..page import Page
 from ..widgets import (
     chart,
     clickable_chart,
     drill_down,
     intervention_panel,
+    open_view,
     overlay_controls,
-    pick_model,
     wkey,
     wrapping_columns,
 )
@@ -22,11 +21,10 @@ VIEW = "se"
 
 
 def render(page: Page) -> None:
-    shown = pick_model(page, VIEW)
+    shown = open_view(page, VIEW)
     if shown is None:
         return
     a = shown.analysis
-    st.caption(ui.EXPLAIN["se"])
     clickable_chart(figures.gates_heatmap(a.se, "SE gates of every block (rows) and channel (columns): click one",
                                           clickable=True), wkey(VIEW, "overview", shown), VIEW, shown)
     drill_down(page, shown, a.se, VIEW, overlay_controls(VIEW))

@@ -10,7 +10,7 @@ from .. import explorer, ui
 from ..click_image import click_image, last_click
 from ..live_figure import live_figure
 from ..page import Page, Shown
-from ..widgets import PNG_CONFIG, cam_chart, intervention_panel, overlay_controls, pick_model, wkey, wrapping_columns
+from ..widgets import PNG_CONFIG, cam_chart, intervention_panel, open_view, overlay_controls, wkey, wrapping_columns
 
 VIEW = "self_attn"
 PINNED_IMAGE = "pinned"  # the URL's key for the image (its hash) that the pins were set on
@@ -18,11 +18,10 @@ PINNED_IMAGE = "pinned"  # the URL's key for the image (its hash) that the pins 
 
 @st.fragment
 def render(page: Page) -> None:
-    shown = pick_model(page, VIEW)
+    shown = open_view(page, VIEW)
     if shown is None:
         return
     a = shown.analysis
-    st.caption(ui.EXPLAIN["self_attn"])
     how = st.radio("Query by", ui.QUERY_MODES, horizontal=True, key=wkey(VIEW, "how"))
     look = hover_explorer(page, shown) if how == ui.QUERY_MODES[0] else click_panel(page, shown)
     left, right = st.columns([2, 3])
