@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int,
                    help="torch threads in total, here, in the app and in the CLI runs "
                         "(default: torch's default; 1 with --quick, to stay light on a shared machine)")
+    p.add_argument("--rows", type=lambda t: {int(g) for g in t.split(",")}, default=set(range(1, 9)),
+                   metavar="N,N", help="measure only these rows (each group runs whole: 1-3, 4-6, 7, 8); "
+                   "default: all")
     return p.parse_args(argv)
 
 
@@ -90,31 +93,37 @@ def load_rows_or_why(models: ModelSet, settings: Settings, scratch: Path, errors
                    lambda: load_rows(load_session(images, settings.load_clicks, sa_model)), skipped_load_rows, errors)
 
 
-def run_all(models: ModelSet, settings: Settings, threads: int, scratch: Path, errors: list[str]) -> list[Row]:
-    """Rows 1-8 in order."""
-    image = default_sample().read_bytes()
-    rows = measure("rows 1-3 (capture, analysis, query)", lambda: compute_rows(models.names, image, settings.pairs),
-                   lambda why: [skipped(g, f, "ratio", why) for g, f in
-                                ((1, "capture overhead"), (2, "analysis cost"), (3, "query cost"))], errors)
-    if not any(r.group == 3 for r in rows):
-        rows.append(skipped(3, "query cost", "ratio", "no self-attention model among the models measured", 0.02))
+def run_all(models: ModelSet, settings: Settings, threads: int, scratch: Path, errors: list[str],
+            groups: set[int] = frozenset(range(1, 9))) -> list[Row]:
+    """Rows 1-8 in order, of those whose group is in ``groups`` (1-3, 4-6 run together)."""
+    rows: list[Row] = []
+    if groups & {1, 2, 3}:
+        rows += measure("rows 1-3 (capture, analysis, query)",
+                        lambda: compute_rows(models.names, default_sample().read_bytes(), settings.pairs),
+                        lambda why: [skipped(g, f, "ratio", why) for g, f in
+                                     ((1, "capture overhead"), (2, "analysis cost"), (3, "query cost"))], errors)
+        if not any(r.group == 3 for r in rows):
+            rows.append(skipped(3, "query cost", "ratio", "no self-attention model among the models measured", 0.02))
 
     missing = chromium_missing()
-    if missing:
+    if groups & {4, 5, 6} and missing:
         rows += skipped_page_rows(missing)
-    else:
+    elif groups & {4, 5, 6}:
         *page_images, hover_image = variants(settings.page_images + 1, scratch / "page-images", seed=1)
         rows += measure("rows 4-6 (the app in Chromium)",
                         lambda: page_rows(browser_session(page_images, settings.clicks, hover_image,
                                                           settings.hover_positions)),
                         skipped_page_rows, errors)
 
-    scale_model = self_attention_model(models.names) or models.names[0]
-    scale_images = variants(settings.scale_images, scratch / "scale-images", seed=2)
-    rows += measure(f"row 7 (attnviz explain over {len(scale_images)} images)",
-                    lambda: scale_rows(scale_images, scale_model, threads, settings.scale_reps, scratch / "explain"),
-                    lambda why: [skipped(7, "explain throughput", "img/s", why)], errors)
-    rows += load_rows_or_why(models, settings, scratch, errors, missing)
+    if 7 in groups:
+        scale_model = self_attention_model(models.names) or models.names[0]
+        scale_images = variants(settings.scale_images, scratch / "scale-images", seed=2)
+        rows += measure(f"row 7 (attnviz explain over {len(scale_images)} images)",
+                        lambda: scale_rows(scale_images, scale_model, threads, settings.scale_reps,
+                                           scratch / "explain"),
+                        lambda why: [skipped(7, "explain throughput", "img/s", why)], errors)
+    if 8 in groups:
+        rows += load_rows_or_why(models, settings, scratch, errors, missing)
     return rows
 
 
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attnviz-bench-") as tmp:
         scratch = Path(tmp)
         models = choose_models(args.models, scratch)
-        rows = run_all(models, settings, threads, scratch, errors)
+        rows = run_all(models, settings, threads, scratch, errors, args.rows)
     mode = "quick (few repetitions: proves the script works; do not quote these numbers)" if args.quick else "full"
     print(f"# attnviz benchmarks, {mode} mode\n")
     print(machine_line(m) + ".  ")

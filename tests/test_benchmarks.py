@@ -49,6 +49,16 @@ def test_quick_mode_runs_and_reports_every_figure(tmp_path):
             assert all(r["note"].startswith("skipped") for r in rows if r["group"] == group)
 
 
+@pytest.mark.timeout(300)
+def test_rows_measures_only_the_groups_asked_for(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--rows", "7", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["group"] for r in rows} == {7} and _numeric(rows, 7)
+
+
 def test_the_interventions_benchmark_reports_every_panel(capsys, monkeypatch):
     import torch
 
