@@ -84,6 +84,28 @@ def test_every_view_renders(app, view, how, charts, live, explorers):
     assert (len(_charts(app)), len(_live_figures(app))) == (charts, live)
 
 
+def test_cbam_shows_another_cbam_model_beside_it_layer_by_layer(app):
+    app.radio(key="view").set_value("CBAM").run()
+    shared_key, unshared_key = handle_key("tiny_cbam_resnet18"), handle_key("tiny_cbam_unshared_resnet18")
+    app.selectbox(key="cbam-model").set_value(shared_key).run()
+    beside = app.selectbox(key=f"cbam-beside-{shared_key}")
+    assert beside.value == "" and beside.options == ["nothing", "tiny_cbam_unshared_resnet18"]
+    beside.set_value(unshared_key).run()
+    assert not app.exception, app.exception
+    data = next(iter(sample_images().values())).read_bytes()
+    left, right = (attnviz.analyze(data, attnviz.load_model(n)) for n in
+                   ("tiny_cbam_resnet18", "tiny_cbam_unshared_resnet18"))
+    figs = [json.loads(c.proto.spec) for c in _charts(app)]
+    maps = [plotly_array(f["data"][0]["z"]) for f in figs[:16]]  # this model's, then the other's, per layer
+    for i, path in enumerate(left.cbam_spatial):
+        np.testing.assert_allclose(maps[2 * i], left.cbam_spatial[path].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(maps[2 * i + 1], right.cbam_spatial[path].numpy(), rtol=1e-6)
+        assert figs[2 * i]["data"][0]["zmin"] == figs[2 * i + 1]["data"][0]["zmin"] == 0
+        assert figs[2 * i]["data"][0]["zmax"] == figs[2 * i + 1]["data"][0]["zmax"] == 1
+    assert not np.allclose(maps[0], maps[1])  # two models, two maps
+    assert any("tiny_cbam_unshared_resnet18" in c.value for c in app.caption)
+
+
 def test_compare_sets_grad_cam_of_each_model_under_its_attention(app):
     app.radio(key="view").set_value("Compare").run()
     assert not app.exception, app.exception

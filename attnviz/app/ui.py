@@ -30,6 +30,9 @@ EXPLAIN = {
                        "and they need not agree.",
 }
 
+BESIDE_LINE = ("Left {left}, right {right}: the same layers of both, on the same absolute 0..1 scale; "
+               "Grad-CAM of each below.")
+
 QUALITY_HELP = ("On each head: **entropy** ÷ log N, how evenly a query spreads its attention (1 = evenly over "
                 "all N cells, like an average; lower = it looks at a few places); **query-dependence**, how much "
                 "the map changes from one clicked pixel to another in this image (0 = the same map wherever you "
