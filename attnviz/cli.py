@@ -199,10 +199,20 @@ def _cmd_intervene(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .training.evaluate import evaluate
+    from .training.evaluate import correct, evaluate, paired_test
 
-    acc, n, size = evaluate(_load(args), Path(args.directory), size=args.size)
-    print(f"{args.model}: top-1 {acc:.4f} ({acc:.2%}) on {n} images at {size}px")
+    if not args.against:
+        acc, n, size = evaluate(_load(args), Path(args.directory), size=args.size)
+        print(f"{args.model}: top-1 {acc:.4f} ({acc:.2%}) on {n} images at {size}px")
+        return 0
+    a = correct(_load(args), Path(args.directory), args.size)
+    by_name = argparse.Namespace(**{**vars(args), "model": args.against, "checkpoint": None, "download": False,
+                                    "random_weights": False})
+    b = correct(_load(by_name), Path(args.directory), args.size)
+    t = paired_test(a, b)
+    print(f"A {args.model}: top-1 {t.top1_a:.4f}; B {args.against}: top-1 {t.top1_b:.4f} ({t.images} images)")
+    print(f"only A right: {t.only_a}, only B right: {t.only_b}; McNemar's exact p = {t.p_value:.3g}: "
+          f"{t.verdict()} at 0.05")
     return 0
 
 
@@ -456,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("directory", help="ImageFolder directory: directory/<class>/<image>")
     _add_model_args(v)
     v.add_argument("--size", type=int, help="input size (default: the model's)")
+    v.add_argument("--against", metavar="MODEL", help="a second model, by name (its weights on disk or in the "
+                   "cache): both top-1s on the same images and McNemar's exact test of their difference")
     v.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("profile", help="the SE paper's excitation analysis over an ImageFolder directory")

@@ -16,6 +16,7 @@ from attnviz.models import build_model
 from attnviz.profile import SEProfile
 from attnviz.training.compiled import compiled
 from attnviz.training.data import crop_grid, random_flip
+from attnviz.training.evaluate import paired_test
 from attnviz.training.loop import train
 from attnviz.training.profile import class_specificity
 from attnviz.training.recipe import Recipe
@@ -121,6 +122,10 @@ def test_cli_train_evaluate_and_profile(folder, tmp_path, monkeypatch, capsys):
     assert main(["evaluate", str(folder), "--model", "tiny_se"]) == 0
     printed = capsys.readouterr().out
     assert "tiny_se: top-1" in printed and "on 24 images at 48px" in printed
+    assert main(["evaluate", str(folder), "--model", "tiny_se", "--against", "tiny_se"]) == 0
+    printed = capsys.readouterr().out
+    assert "A tiny_se: top-1" in printed and "B tiny_se: top-1" in printed and "(24 images)" in printed
+    assert "only A right: 0, only B right: 0; McNemar's exact p = 1: indistinguishable" in printed
     assert main(["profile", str(folder), "--model", "tiny_se", "--out", str(out), "--no-png"]) == 0
     printed = capsys.readouterr().out
     assert "layer4.1.se.gate" in printed
@@ -131,6 +136,20 @@ def test_cli_train_evaluate_and_profile(folder, tmp_path, monkeypatch, capsys):
     rows = (out / "tiny_se.profile.csv").read_text().splitlines()
     assert rows[0] == "block,class,channel,mean_gate" and len(rows) == 1 + 3 * sum(8 * 2**(i // 2) for i in range(8))
     assert json.loads((out / "tiny_se.json").read_text())["metrics"] == {}
+
+
+def test_paired_test_is_mcnemars_exact_test_on_the_images_only_one_model_gets_right():
+    a = torch.tensor([True] * 50 + [True] * 10 + [False] * 2 + [False] * 8)
+    b = torch.tensor([True] * 50 + [False] * 10 + [True] * 2 + [False] * 8)
+    t = paired_test(a, b)
+    assert (t.images, t.only_a, t.only_b) == (70, 10, 2)
+    assert (t.top1_a, t.top1_b) == (pytest.approx(60 / 70), pytest.approx(52 / 70))
+    # two-sided exact binomial: 2 * P(X <= 2), X ~ Bin(12, 1/2)
+    assert t.p_value == pytest.approx(2 * (1 + 12 + 66) / 2**12) and t.verdict() == "A better"
+    assert paired_test(b, a).verdict() == "B better"
+    assert paired_test(a, a).p_value == 1.0 and paired_test(a, a).verdict() == "indistinguishable"
+    with pytest.raises(ValueError, match="not the same images"):
+        paired_test(a, b[:-1])
 
 
 def test_profile_refuses_a_model_without_se(folder, tmp_path, tiny_env, capsys):

@@ -1,8 +1,10 @@
 """``attnviz evaluate``: top-1 on an ImageFolder directory, through the app's
-preprocessing; ``predict`` and ``top1`` also measure a model while it trains."""
+preprocessing; ``predict`` and ``top1`` also measure a model while it trains;
+``paired_test``: whether two models' top-1 on the same images differ (McNemar's exact test)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,3 +53,44 @@ def evaluate(model: nn.Module, directory: Path, size: int | None = None) -> tupl
     target = model_targets(meta, data)
     preds = predict(model, data, meta.mean, meta.std)
     return (preds == target).float().mean().item(), len(target), size
+
+
+def correct(model: nn.Module, directory: Path, size: int | None = None) -> torch.Tensor:
+    """Whether ``model`` (a loaded model) gets each image of the folder right, in the
+    folder's sorted order: (N,) bool."""
+    meta = model.attnviz_meta
+    data = decode_folder(directory, size or meta.input_size)
+    return predict(model, data, meta.mean, meta.std) == model_targets(meta, data)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two models on the same images: each one's top-1, the images only one of them gets
+    right, and McNemar's exact two-sided p-value (a binomial test of those discordant
+    images against 1/2: the images both get right or both wrong say nothing of which
+    is better)."""
+
+    images: int
+    top1_a: float
+    top1_b: float
+    only_a: int
+    only_b: int
+    p_value: float
+
+    def verdict(self, alpha: float = 0.05) -> str:
+        if self.p_value >= alpha:
+            return "indistinguishable"
+        return "A better" if self.only_a > self.only_b else "B better"
+
+
+def paired_test(correct_a: torch.Tensor, correct_b: torch.Tensor) -> PairedTest:
+    """McNemar's exact test of two (N,) bool tensors of right answers on the same images."""
+    from scipy.stats import binomtest
+
+    if correct_a.shape != correct_b.shape:
+        raise ValueError(f"not the same images: {tuple(correct_a.shape)} and {tuple(correct_b.shape)} answers")
+    only_a = int((correct_a & ~correct_b).sum())
+    only_b = int((~correct_a & correct_b).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return PairedTest(len(correct_a), correct_a.float().mean().item(), correct_b.float().mean().item(),
+                      only_a, only_b, float(p))
