@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import attnviz
-from attnviz.models import SHIPPED
+from attnviz.models import SHIPPED, attention_heads
 from attnviz.profile import SEProfile, profile_path
 from attnviz.training.evaluate import model_targets, predict
 from attnviz.training.recipe import IMAGENETTE_NAMES, Recipe
@@ -124,29 +124,49 @@ def _within_bounds(heads) -> None:
         assert h["image_dependence"] >= MIN_IMAGE_DEPENDENCE
 
 
-def test_self_attention_quality_on_the_val_split_is_recorded_within_bounds_and_in_the_readme(shipped):
-    model, meta = shipped["sa_resnet18"]
+ATTENDING = tuple(name for name in SHIPPED if name in ("sa_resnet18", "axial_resnet18"))
+"""The shipped models whose attention has query maps: self-attention, and axial attention's
+composed maps (its steps are recorded too, but the bounds are on what a query pixel sees)."""
+
+
+def _bounded(meta) -> dict[str, list]:
+    """The recorded figures of the maps the bounds apply to: each attention layer's map
+    (``layer2.1.attn.softmax``; an axial layer's composed ``layer1.1.axial``), not its steps."""
     recorded = meta.metrics["attention_quality"]
-    assert list(recorded) == [p for p, kind in attnviz.attention_modules(model).items() if kind == "self_attn"]
-    for layer, heads in recorded.items():
-        assert len(heads) == meta.attention_heads[layer.removesuffix(".softmax")]
-        _within_bounds(heads)
-    # The README's table: layer, head, then the three figures to 3 decimals.
+    return {layer: heads for layer, heads in recorded.items() if layer.removesuffix(".softmax") in meta.attention_heads}
+
+
+def test_attention_quality_on_the_val_split_is_recorded_within_bounds_and_in_the_readme(shipped):
+    # The README's table: model, layer, head, then the three figures to 3 decimals.
     text = (ROOT / "README.md").read_text()
-    rows = re.findall(r"^\| `(layer[\w.]+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", text, flags=re.M)
-    stated = {(layer, int(i)): tuple(map(float, v)) for layer, i, *v in rows}
+    rows = re.findall(r"^\| `(\w+)` \| `(layer[\w.]+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|",
+                      text, flags=re.M)
+    stated = {(name, layer, int(i)): tuple(map(float, v)) for name, layer, i, *v in rows}
     figures = ("entropy", "query_dependence", "image_dependence")
-    assert stated == {(layer.removesuffix(".attn.softmax"), i): tuple(round(h[f], 3) for f in figures)
-                      for layer, heads in recorded.items() for i, h in enumerate(heads)}
+    expected = {}
+    for name in ATTENDING:
+        model, meta = shipped[name]
+        bounded = _bounded(meta)
+        assert [layer.removesuffix(".softmax") for layer in bounded] == list(meta.attention_heads) \
+            == list(attention_heads(model)), name
+        for layer, heads in bounded.items():
+            assert len(heads) == meta.attention_heads[layer.removesuffix(".softmax")]
+            _within_bounds(heads)
+            short = layer.removesuffix(".softmax").rsplit(".", 1)[0]  # layer2.1.attn -> layer2.1
+            expected.update({(name, short, i): tuple(round(h[f], 3) for f in figures) for i, h in enumerate(heads)})
+    assert stated == expected
 
 
 @pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data/imagenette2-224 beside the repository")
-def test_the_shipped_self_attention_attends_on_a_handful_of_val_images(shipped):
+def test_the_shipped_attention_attends_on_a_handful_of_val_images(shipped):
     from attnviz.attention_stats import measure
     from attnviz.image import list_images
 
-    model, _ = shipped["sa_resnet18"]
-    result = measure(list_images(VAL, limit=20), model).result()  # 2 per class: the folder is sorted by class
-    assert len(result) == 2
-    for heads in result.values():
-        _within_bounds([h.to_json() for h in heads])
+    images = list_images(VAL, limit=20)  # 2 per class: the folder is sorted by class
+    for name in ATTENDING:
+        model, meta = shipped[name]
+        result = measure(images, model).result()
+        layers = [layer for layer in result if layer.removesuffix(".softmax") in meta.attention_heads]
+        assert len(layers) == len(meta.attention_heads), name
+        for layer in layers:
+            _within_bounds([h.to_json() for h in result[layer]])
