@@ -76,7 +76,7 @@ def _load(args: argparse.Namespace):
 def _cmd_models(args: argparse.Namespace) -> int:
     import torch
 
-    from .models import build_model, complexity
+    from .models import complexity
     from .weights import WeightsMeta, find_weights, load_pair
 
     found = find_weights()
@@ -88,8 +88,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         try:  # the metadata only, no weights read (--flops loads each model and runs it once)
             meta = WeightsMeta.from_json(path.with_suffix(".json"))
             with torch.device("meta"):  # shapes without memory: the parameter count in microseconds
-                params = sum(p.numel() for p in build_model(meta.arch, width=meta.width,
-                                                            num_classes=meta.num_classes).parameters())
+                params = sum(p.numel() for p in meta.build().parameters())
             gflops = complexity(load_pair(path)[0], meta.input_size)[1] if args.flops else None
         except WeightsError as exc:
             print(f"{name:16s} BROKEN: {exc}")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .models import build_model
 from .weights import WeightsError, WeightsMeta, find_weights, load_pair
 
 
@@ -47,7 +46,7 @@ def _load_pair_by_name(name: str, checkpoint, pretrained: bool, download: bool) 
 
 
 def _build_own(meta: WeightsMeta) -> nn.Module:
-    return build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
+    return meta.build()
 
 
 def _load_timm(name: str, checkpoint, pretrained: bool, download: bool) -> nn.Module:

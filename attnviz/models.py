@@ -3,7 +3,9 @@
 Built on torchvision's ``ResNet`` and ``BasicBlock``. torchvision's ``ResNet.__init__``
 fixes the stem at 64 channels, so ``AttnResNet`` sets up the same layers with a
 ``width`` argument (32 is the shipped size: channels 32, 64, 128, 256) and reuses
-torchvision's forward. Attention is placed as in the papers:
+torchvision's forward. Its stem and shortcuts are torchvision's, or ResNet-C's deep stem and
+ResNet-D's average-pool shortcuts (``stem_type='deep'``, ``avg_down``: timm's names, as in its
+``resnet18d``); a weights file's metadata says which (``WeightsMeta.backbone``). Attention is placed as in the papers:
 
 - ``se_resnet18``: an SE block on the residual branch of every block, before the
   addition (Hu et al., Fig. 3) at ``layerS.B.se``;
@@ -33,6 +35,8 @@ from torchvision.models.resnet import BasicBlock, ResNet, conv1x1
 from .layers import CBAM, AxialAttention2d, SelfAttention2d, SqueezeExcite
 
 STAGE_DEPTHS = (2, 2, 2, 2)
+STEM_TYPES = ("", "deep")
+"""``AttnResNet``'s stems: torchvision's 7x7 convolution, or ResNet-C's three 3x3 (``_deep_stem``)."""
 # sa_resnet18's attention heads per stage: 32 channels a head at the shipped width
 # (64 channels in stage 2, 128 in stage 3). Each head's N x N matrix is what costs
 # (memory, and training time at stride 8), not its width.
@@ -107,14 +111,20 @@ class AttnResNet(ResNet):
         *,
         width: int = 64,
         num_classes: int = 1000,
+        stem_type: str = "",
+        avg_down: bool = False,
     ) -> None:
+        if stem_type not in STEM_TYPES:
+            raise ValueError(f"stem_type must be one of {STEM_TYPES}, got {stem_type!r}")
         nn.Module.__init__(self)
+        self.avg_down = avg_down
         self._norm_layer = nn.BatchNorm2d
         self.inplanes = width
         self.dilation = 1
         self.groups = 1
         self.base_width = 64
-        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = _deep_stem(width) if stem_type == "deep" else \
+            nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -130,7 +140,11 @@ class AttnResNet(ResNet):
         # As torchvision's ResNet._make_layer, with the block class chosen per block.
         downsample = None
         if stride != 1 or self.inplanes != planes:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
+            if self.avg_down and stride != 1:  # ResNet-D: average, then a stride-1 1x1 convolution
+                downsample = nn.Sequential(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
+                                           conv1x1(self.inplanes, planes), nn.BatchNorm2d(planes))
+            else:
+                downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride), nn.BatchNorm2d(planes))
         layers = []
         for i in range(blocks):
             block = choose_block(stage, i)
@@ -152,6 +166,18 @@ class AttnResNet(ResNet):
                 nn.init.zeros_(m.bn2.weight)
             elif isinstance(m, (SelfAttention2d, AxialAttention2d)):
                 nn.init.zeros_(m.bn.weight)
+
+
+def _deep_stem(width: int) -> nn.Sequential:
+    """ResNet-C's stem (He et al., "Bag of Tricks", 2019; timm's ``stem_type='deep'``): three
+    3x3 convolutions, the first with stride 2, of width/2, width/2 and width channels, in place
+    of one 7x7; the model's ``bn1``, ReLU and max-pool follow as before."""
+    half = width // 2
+    return nn.Sequential(
+        nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+        nn.Conv2d(half, half, 3, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+        nn.Conv2d(half, width, 3, padding=1, bias=False),
+    )
 
 
 def _sa_block(stage: int, i: int) -> Callable[..., BasicBlock]:
@@ -198,11 +224,15 @@ SHIPPED = tuple(a.name for a in REGISTRY.values() if a.shipped)
 """The architectures whose trained weights ship in ``weights/`` (``weights.SHIPPED_DIR``)."""
 
 
-def build_model(arch: str, *, width: int = 32, num_classes: int = 10) -> AttnResNet:
-    """A randomly initialised model of one of ``ARCHITECTURES``, in training mode."""
+def build_model(arch: str, *, width: int = 32, num_classes: int = 10, stem_type: str = "",
+                avg_down: bool = False) -> AttnResNet:
+    """A randomly initialised model of one of ``ARCHITECTURES``, in training mode.
+    ``stem_type='deep'`` and ``avg_down`` are timm's names for ResNet-C's stem and ResNet-D's
+    shortcuts (timm's ``resnet18d`` has both); the attention is placed the same either way."""
     if arch not in REGISTRY:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    return AttnResNet(REGISTRY[arch].choose_block, width=width, num_classes=num_classes)
+    return AttnResNet(REGISTRY[arch].choose_block, width=width, num_classes=num_classes, stem_type=stem_type,
+                      avg_down=avg_down)
 
 
 def attention_heads(model: nn.Module) -> dict[str, int]:

@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import ARCHITECTURES, attention_heads, build_model
+from .models import ARCHITECTURES, STEM_TYPES, attention_heads, build_model
 
 ENV_VAR = "ATTNVIZ_WEIGHTS_DIR"
 def _shipped_dir() -> Path:
@@ -41,6 +41,10 @@ def _shipped_dir() -> Path:
 SHIPPED_DIR = _shipped_dir()
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+BACKBONE_OPTIONS = {"stem_type", "avg_down"}
+"""The keys of ``WeightsMeta.backbone``: ``models.build_model``'s arguments beyond the width."""
 
 
 class WeightsError(ValueError):
@@ -66,11 +70,17 @@ class WeightsMeta:
     training: dict[str, Any] = field(default_factory=dict)
     # Self-attention layer path -> heads (how the channels are split is in no tensor's shape).
     attention_heads: dict[str, int] = field(default_factory=dict)
+    # How the backbone is built beyond the width: build_model's stem_type and avg_down ({}: torchvision's).
+    backbone: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def build(self) -> nn.Module:
+        """A randomly initialised model of this architecture, built as the weights expect."""
+        return build_model(self.arch, width=self.width, num_classes=self.num_classes, **self.backbone)
 
     @classmethod
     def from_json(cls, path: Path) -> WeightsMeta:
@@ -92,6 +102,10 @@ class WeightsMeta:
             raise WeightsError(f"{path.name}: malformed metadata ({exc})") from None
         if meta.arch not in ARCHITECTURES:
             raise WeightsError(f"{path.name}: unknown architecture {meta.arch!r}; known: {', '.join(ARCHITECTURES)}")
+        unknown = set(meta.backbone) - BACKBONE_OPTIONS if isinstance(meta.backbone, dict) else {"(not an object)"}
+        if unknown or meta.backbone.get("stem_type", "") not in STEM_TYPES:
+            raise WeightsError(f"{path.name}: backbone {meta.backbone!r} is not one this attnviz builds "
+                               f"(options: {', '.join(sorted(BACKBONE_OPTIONS))})")
         if len(meta.mean) != 3 or len(meta.std) != 3 or not meta.classes:
             raise WeightsError(f"{path.name}: mean and std need 3 values and classes at least one")
         return meta
@@ -164,7 +178,7 @@ def load_pair(st_path: Path) -> tuple[nn.Module, WeightsMeta]:
     if saved_arch and saved_arch != meta.arch:  # files written by save_pair say what they hold
         raise WeightsError(f"{st_path.name} holds a {saved_arch} but its metadata says {meta.arch}: "
                            "architecture mismatch")
-    model = build_model(meta.arch, width=meta.width, num_classes=meta.num_classes)
+    model = meta.build()
     check_state_dict(model, state, st_path.name)
     heads = attention_heads(model)
     if meta.attention_heads != heads:

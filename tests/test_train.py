@@ -65,6 +65,33 @@ def test_one_epoch_writes_a_loadable_pair_with_metadata(folder, tmp_path, monkey
     assert len(a.se) == 8
 
 
+def test_the_resnet_c_and_d_backbone_is_trained_recorded_and_loaded_as_built(folder, tmp_path, monkeypatch, capsys):
+    assert main(["train", str(folder), "--arch", "sa_resnet18", "--out", str(tmp_path), "--epochs", "1",
+                 "--crop-size", "32", "--eval-size", "48", "--batch-size", "8", "--width", "8",
+                 "--recipe", "decode_size=48", "--recipe", "stem_type=deep", "--recipe", "avg_down=true"]) == 0
+    meta = json.loads((tmp_path / "sa_resnet18.json").read_text())
+    assert meta["backbone"] == {"stem_type": "deep", "avg_down": True}
+    assert meta["training"]["stem_type"] == "deep" and meta["training"]["avg_down"] is True
+    monkeypatch.setenv("ATTNVIZ_WEIGHTS_DIR", str(tmp_path))
+    model = attnviz.load_model("sa_resnet18")
+    # ResNet-C: three 3x3 convolutions of width/2, width/2, width; ResNet-D: average, then a stride-1 1x1
+    convs = [m for m in model.conv1 if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.stride, c.out_channels) for c in convs] == [((3, 3), (2, 2), 4), ((3, 3), (1, 1), 4),
+                                                                         ((3, 3), (1, 1), 8)]
+    for stage in (model.layer2, model.layer3, model.layer4):
+        pool, conv, _ = stage[0].downsample
+        assert isinstance(pool, torch.nn.AvgPool2d) and conv.stride == (1, 1)
+    plain = build_model("sa_resnet18", width=8, num_classes=3)
+    assert isinstance(plain.conv1, torch.nn.Conv2d) and plain.layer2[0].downsample[0].stride == (2, 2)
+    a = attnviz.analyze(next(folder.glob("*/1.jpg")), model)  # same attention places, same grids
+    assert a.self_attn_grid == {"layer2.1.attn.softmax": (6, 6), "layer3.1.attn.softmax": (3, 3)}
+    # A backbone this attnviz does not build is refused in one line, before any weights are read.
+    meta["backbone"] = {"stem_type": "tiered"}
+    (tmp_path / "sa_resnet18.json").write_text(json.dumps(meta))
+    with pytest.raises(attnviz.WeightsError, match="backbone .* is not one this attnviz builds"):
+        attnviz.load_model("sa_resnet18")
+
+
 @pytest.fixture(scope="module")
 def full_run(folder, tmp_path_factory):
     """2 epochs of crops + 1 fine-tune epoch, uninterrupted."""

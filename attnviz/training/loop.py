@@ -143,7 +143,7 @@ def train(
     if val_data is not None and val_data.classes != train_data.classes:
         raise ValueError("train and val folders have different classes")
 
-    model = build_model(arch, width=recipe.width, num_classes=len(train_data.classes))
+    model = build_model(arch, width=recipe.width, num_classes=len(train_data.classes), **recipe.backbone)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(
         param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True
@@ -250,6 +250,7 @@ def train(
         name=name,
         arch=arch,
         width=recipe.width,
+        backbone=recipe.backbone,
         classes=class_names(folders),
         class_ids=folders,
         input_size=recipe.eval_size,

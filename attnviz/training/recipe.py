@@ -28,6 +28,10 @@ class Recipe:
     """The training recipe; identical for every architecture."""
 
     width: int = 32
+    # The backbone (models.build_model): ResNet-C's deep stem ("deep") and ResNet-D's
+    # average-pool shortcuts, timm's stem_type and avg_down.
+    stem_type: str = ""
+    avg_down: bool = False
     batch_size: int = 96
     lr: float = 0.2
     momentum: float = 0.9
@@ -84,6 +88,12 @@ class Recipe:
         if step < warm:
             return self.lr * (0.1 + 0.9 * step / warm)
         return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, main - warm)))
+
+    @property
+    def backbone(self) -> dict:
+        """``build_model``'s arguments beyond the width, as the metadata records them
+        (empty for torchvision's backbone, as in files written before these options)."""
+        return {k: v for k, v in (("stem_type", self.stem_type), ("avg_down", self.avg_down)) if v}
 
     def to_json(self) -> dict:
         """Every setting as JSON types, as a pair's metadata records them."""
