@@ -104,7 +104,9 @@ def pretrained_table(rows) -> str:
 
 # What a view says, under "no model with ... is loaded", about where such a model comes from.
 HOW_TO_LOAD = {
-    "axial": "Axial attention is attnviz's `axial_resnet18`. Train it on Imagenette with\n\n"
+    "axial": "Axial attention is attnviz's `axial_resnet18`. A trained one (91.1 % on Imagenette, the next "
+             "family's recipe) is in the repository's `weights/next/`: start the app with "
+             "`ATTNVIZ_WEIGHTS_DIR=weights/next`. Or train it on Imagenette with\n\n"
              "`attnviz train imagenette2-224/train --val-dir imagenette2-224/val --arch axial_resnet18 --out mine/`\n\n"
              "then load `mine/axial_resnet18.safetensors` and its `.json` under *Your own weights* in the sidebar "
              "(or start the app with `ATTNVIZ_WEIGHTS_DIR=mine`).",
