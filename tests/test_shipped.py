@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import attnviz
-from attnviz.models import SHIPPED, attention_heads
+from attnviz.kinds import KINDS
+from attnviz.models import REGISTRY, SHIPPED, attention_heads
 from attnviz.profile import SEProfile, profile_path
 from attnviz.training.evaluate import model_targets, predict
 from attnviz.training.recipe import IMAGENETTE_NAMES, Recipe
@@ -124,7 +125,7 @@ def _within_bounds(heads) -> None:
         assert h["image_dependence"] >= MIN_IMAGE_DEPENDENCE
 
 
-ATTENDING = tuple(name for name in SHIPPED if name in ("sa_resnet18", "axial_resnet18"))
+ATTENDING = tuple(name for name in SHIPPED if any(KINDS[k].matrix for k in REGISTRY[name].kinds))
 """The shipped models whose attention has query maps: self-attention, and axial attention's
 composed maps (its steps are recorded too, but the bounds are on what a query pixel sees)."""
 
