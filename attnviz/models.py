@@ -37,6 +37,9 @@ from .layers import CBAM, AxialAttention2d, SelfAttention2d, SqueezeExcite
 STAGE_DEPTHS = (2, 2, 2, 2)
 STEM_TYPES = ("", "deep")
 """``AttnResNet``'s stems: torchvision's 7x7 convolution, or ResNet-C's three 3x3 (``_deep_stem``)."""
+BACKBONE_OPTIONS = ("stem_type", "avg_down")
+"""``build_model``'s arguments beyond the width that change the backbone (the recipe's fields of
+the same names, and the keys of a weights file's ``backbone``)."""
 # sa_resnet18's attention heads per stage: 32 channels a head at the shipped width
 # (64 channels in stage 2, 128 in stage 3). Each head's N x N matrix is what costs
 # (memory, and training time at stride 8), not its width.
@@ -213,10 +216,10 @@ REGISTRY: dict[str, Architecture] = {a.name: a for a in (
                  "CBAM in every block"),
     Architecture("cbam_unshared_resnet18", lambda stage, i: partial(CBAMBasicBlock, shared=False),
                  ("cbam_channel", "cbam_spatial"),
-                 "CBAM in every block, one MLP for the average and one for the max descriptor", shipped=False),
+                 "CBAM in every block, one MLP for the average and one for the max descriptor"),
     Architecture("sa_resnet18", _sa_block, ("self_attn",), "self-attention in the last block of stages 2 and 3"),
     Architecture("axial_resnet18", _axial_block, ("axial_height", "axial_width"),
-                 "axial attention (height, then width) in the last block of stages 1, 2 and 3", shipped=False),
+                 "axial attention (height, then width) in the last block of stages 1, 2 and 3"),
 )}
 ARCHITECTURES = tuple(REGISTRY)
 """Every registered architecture, by name: adding one is an entry in ``REGISTRY``."""

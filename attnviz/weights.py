@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import ARCHITECTURES, STEM_TYPES, attention_heads, build_model
+from .models import ARCHITECTURES, BACKBONE_OPTIONS, STEM_TYPES, attention_heads, build_model
 
 ENV_VAR = "ATTNVIZ_WEIGHTS_DIR"
 def _shipped_dir() -> Path:
@@ -42,9 +42,6 @@ SHIPPED_DIR = _shipped_dir()
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-BACKBONE_OPTIONS = {"stem_type", "avg_down"}
-"""The keys of ``WeightsMeta.backbone``: ``models.build_model``'s arguments beyond the width."""
 
 
 class WeightsError(ValueError):
@@ -102,10 +99,10 @@ class WeightsMeta:
             raise WeightsError(f"{path.name}: malformed metadata ({exc})") from None
         if meta.arch not in ARCHITECTURES:
             raise WeightsError(f"{path.name}: unknown architecture {meta.arch!r}; known: {', '.join(ARCHITECTURES)}")
-        unknown = set(meta.backbone) - BACKBONE_OPTIONS if isinstance(meta.backbone, dict) else {"(not an object)"}
+        unknown = set(meta.backbone) - set(BACKBONE_OPTIONS) if isinstance(meta.backbone, dict) else {"(not an object)"}
         if unknown or meta.backbone.get("stem_type", "") not in STEM_TYPES:
             raise WeightsError(f"{path.name}: backbone {meta.backbone!r} is not one this attnviz builds "
-                               f"(options: {', '.join(sorted(BACKBONE_OPTIONS))})")
+                               f"(options: {', '.join(BACKBONE_OPTIONS)})")
         if len(meta.mean) != 3 or len(meta.std) != 3 or not meta.classes:
             raise WeightsError(f"{path.name}: mean and std need 3 values and classes at least one")
         return meta

@@ -323,7 +323,7 @@ def test_an_intervention_shows_before_and_after_and_leaks_into_nothing(app):
 
 def test_own_axial_weights_show_each_step_on_the_clicked_pixels_line_and_the_composed_map(tmp_path, monkeypatch,
                                                                                              tiny_weights_dir):
-    # axial_resnet18 ships no weights: a user's own pair (here a random-init one) is what the view shows.
+    # Without the shipped weights, a user's own pair (here a random-init one) is what the view shows.
     import shutil
 
     for f in tiny_weights_dir.glob("tiny_sa_resnet18.*"):

@@ -1,5 +1,5 @@
-"""The shipped weights: what users see. Each of the four models is in ``weights/``,
-verified on load, small, as accurate as its metadata and the README say, and the SE
+"""The shipped weights: what users see. Each of the six models is in ``weights/``,
+verified on load, small, as accurate as its metadata, the README and docs/models.md say, and the SE
 profile the app draws is there too."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def shipped():
     return {name: load_pair(SHIPPED_DIR / f"{name}.safetensors") for name in SHIPPED}
 
 
-def test_the_four_models_ship_verified_small_and_accurate(shipped):
+def test_the_six_models_ship_verified_small_and_accurate(shipped):
     for name, (model, meta) in shipped.items():
         assert meta.arch == name and meta.width == 32 and meta.input_size == 224
         assert meta.classes == list(IMAGENETTE_NAMES.values())
@@ -40,9 +40,9 @@ def test_the_four_models_ship_verified_small_and_accurate(shipped):
         assert (SHIPPED_DIR / f"{name}.safetensors").stat().st_size <= MAX_FILE_BYTES
         assert meta.metrics["val_images"] == 3925 and meta.metrics["eval_size"] == 224
         # The project's target (the README's results; the next test checks the figure).
-        assert meta.metrics["val_top1"] >= 0.88, f"{name}: {meta.metrics['val_top1']}"
+        assert meta.metrics["val_top1"] >= 0.91, f"{name}: {meta.metrics['val_top1']}"
         assert not model.training
-    # Same recipe for all four: only the architecture differs (and how fast it ran:
+    # Same recipe for all six: only the architecture differs (and how fast it ran:
     # minutes, threads, which modules ran compiled, on which CPU in which precision; and the seed, which
     # docs/training.md states).
     how = ("train_minutes", "threads", "finetuned_from", "compiled_modules", "seed", "cpu", "native_bf16", "precision")
@@ -69,7 +69,7 @@ def test_readme_table_states_the_measured_accuracy(shipped):
         assert stated[name] == pytest.approx(100 * meta.metrics["val_top1"], abs=0.005), name
 
 
-# Every val image through all four models: batched, the split decoded once, and still
+# Every val image through all six models: batched, the split decoded once, and still
 # more than the suite-wide 300 s on a busy 2-core machine (334 s was seen). Its own
 # limit, so that a loaded machine makes it slow, not failed.
 @pytest.mark.timeout(1200)
@@ -137,9 +137,9 @@ def _bounded(meta) -> dict[str, list]:
     return {layer: heads for layer, heads in recorded.items() if layer.removesuffix(".softmax") in meta.attention_heads}
 
 
-def test_attention_quality_on_the_val_split_is_recorded_within_bounds_and_in_the_readme(shipped):
-    # The README's table: model, layer, head, then the three figures to 3 decimals.
-    text = (ROOT / "README.md").read_text()
+def test_attention_quality_on_the_val_split_is_recorded_within_bounds_and_in_the_docs(shipped):
+    # docs/models.md's table: model, layer, head, then the three figures to 3 decimals.
+    text = (ROOT / "docs" / "models.md").read_text()
     rows = re.findall(r"^\| `(\w+)` \| `(layer[\w.]+)` \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|",
                       text, flags=re.M)
     stated = {(name, layer, int(i)): tuple(map(float, v)) for name, layer, i, *v in rows}

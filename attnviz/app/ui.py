@@ -104,12 +104,10 @@ def pretrained_table(rows) -> str:
 
 # What a view says, under "no model with ... is loaded", about where such a model comes from.
 HOW_TO_LOAD = {
-    "axial": "Axial attention is attnviz's `axial_resnet18`. A trained one (91.1 % on Imagenette, the next "
-             "family's recipe) is in the repository's `weights/next/`: start the app with "
-             "`ATTNVIZ_WEIGHTS_DIR=weights/next`. Or train it on Imagenette with\n\n"
-             "`attnviz train imagenette2-224/train --val-dir imagenette2-224/val --arch axial_resnet18 --out mine/`\n\n"
-             "then load `mine/axial_resnet18.safetensors` and its `.json` under *Your own weights* in the sidebar "
-             "(or start the app with `ATTNVIZ_WEIGHTS_DIR=mine`).",
+    "axial": "Axial attention is attnviz's `axial_resnet18`, whose weights ship with attnviz "
+             "(`weights/axial_resnet18.safetensors`); this installation has none. Load a pair under *Your own "
+             "weights* in the sidebar; `attnviz train imagenette2-224/train --val-dir imagenette2-224/val "
+             "--arch axial_resnet18 --out mine/` writes one.",
     "context": "Context maps come from timm's GCNet and LambdaNet. In the sidebar: *Pretrained on ImageNet* → "
                "`gcresnet50t.ra2_in1k`, or *Your own model* → `gcresnet33ts` or `lambda_resnet26t` with a "
                "checkpoint (or random weights, to see the view).",

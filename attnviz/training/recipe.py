@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from ..models import BACKBONE_OPTIONS
+
 IMAGENETTE_NAMES = {
     "n01440764": "tench",
     "n02102040": "English springer",
@@ -28,10 +30,11 @@ class Recipe:
     """The training recipe; identical for every architecture."""
 
     width: int = 32
-    # The backbone (models.build_model): ResNet-C's deep stem ("deep") and ResNet-D's
-    # average-pool shortcuts, timm's stem_type and avg_down.
-    stem_type: str = ""
-    avg_down: bool = False
+    # The backbone (models.build_model, models.BACKBONE_OPTIONS): ResNet-C's deep stem
+    # ("deep"; "" for torchvision's 7x7) and ResNet-D's average-pool shortcuts, timm's
+    # stem_type and avg_down.
+    stem_type: str = "deep"
+    avg_down: bool = True
     batch_size: int = 96
     lr: float = 0.2
     momentum: float = 0.9
@@ -93,7 +96,7 @@ class Recipe:
     def backbone(self) -> dict:
         """``build_model``'s arguments beyond the width, as the metadata records them
         (empty for torchvision's backbone, as in files written before these options)."""
-        return {k: v for k, v in (("stem_type", self.stem_type), ("avg_down", self.avg_down)) if v}
+        return {k: getattr(self, k) for k in BACKBONE_OPTIONS if getattr(self, k)}
 
     def to_json(self) -> dict:
         """Every setting as JSON types, as a pair's metadata records them."""
