@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from tests.browser import app_server, chromium_page, open_view, wait_until  # noqa: E402
 
 VIEWS = {"Predictions": "view_predictions", "SE": "view_se", "CBAM": "view_cbam",
-         "Self-attention": "view_self_attention", "Compare": "view_compare"}
+         "Self-attention": "view_self_attention", "Axial": "view_axial", "Compare": "view_compare"}
 SAVED_WIDTH = 1000  # px: enough to read, small enough for the repository
 
 
@@ -64,6 +64,9 @@ def main() -> None:
             else:
                 counts: list[int] = []
                 wait_until(page, lambda: charts_settled(page, counts), f"the {view} view's charts", 180)
+            if view == "Axial":  # the maps, not the photo to click: layer2.1's at the top
+                page.locator("p", has_text="query pixel (").nth(1).evaluate("e => e.scrollIntoView({block: 'start'})")
+                page.mouse.move(700, 5)  # off the charts: no toolbar
             page.wait_for_timeout(1500)  # images inside the charts
             shot = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
             shot = shot.resize((SAVED_WIDTH, round(shot.height * SAVED_WIDTH / shot.width)), Image.LANCZOS)

@@ -61,7 +61,7 @@ COMPARE_LAYER = {"se": "layer4.1.se.gate", "cbam": "layer3.1.cbam.spatial.gate",
 # Widths in px the figures are laid out for on a 1400 px wide window with the sidebar
 # open (the maps' heights follow; measured on screenshots). A little less than they get,
 # so that a map rather fills its figure's height, as its colour bar does.
-MAP_WIDTH = {"cbam": 360, "self_attn": 900, "axial": 300, "compare": 200}
+MAP_WIDTH = {"cbam": 360, "self_attn": 900, "axial": 360, "compare": 200}
 
 
 def default_layer(kind: str, layers: list[str]) -> int:
