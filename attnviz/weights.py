@@ -43,7 +43,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-
 class WeightsError(ValueError):
     """A weights pair that cannot be used; the message is one line for the user."""
 
