@@ -154,6 +154,7 @@ def compose(height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     if tuple(width.shape[-3:]) != (h, w, w) or width.shape[:-3] != height.shape[:-3]:
         raise ValueError(f"height step {tuple(height.shape)} and width step {tuple(width.shape)} "
                          "are not the two steps of one layer")
-    # [..., r, c, c'] * [..., c', r, r'] -> [..., r, c, r', c']
-    m = width.unsqueeze(-2) * height.permute(*range(len(lead)), -2, -1, -3).unsqueeze(-3)
+    # [..., r, c, c'] * [..., c', r, r'] -> [..., r, c, r', c']; the height step made contiguous
+    # as [..., r, r', c'] first (N*H values), so that the N*N product is one streaming pass
+    m = width.unsqueeze(-2) * height.permute(*range(len(lead)), -2, -1, -3).contiguous().unsqueeze(-3)
     return m.reshape(*lead, h * w, h * w)
