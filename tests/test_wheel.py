@@ -30,7 +30,8 @@ def test_the_wheel_builds_quietly_and_works_outside_the_repository(tmp_path):
     (wheel,) = dist.glob("attnviz-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n for n in names if n.startswith("attnviz/shipped/") and n.endswith(".safetensors"))
-    assert len(shipped) == 4 and all(n.removesuffix(".safetensors") + ".json" in names for n in shipped)
+    assert shipped == sorted(f"attnviz/shipped/{name}.safetensors" for name in SHIPPED)  # not weights/seeds/
+    assert all(n.removesuffix(".safetensors") + ".json" in names for n in shipped)
     assert "attnviz/shipped/se_resnet18.profile.json" in names
     assert "attnviz/app/live_figure_frontend/index.html" in names and "attnviz/samples/LICENSES.md" in names
     assert {f"attnviz/app/explorer_frontend/explorer.{ext}" for ext in ("html", "css", "js")} <= set(names)
