@@ -7,6 +7,7 @@ models, a shipped pair and an upload under its name) never share a key."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 
@@ -33,7 +34,9 @@ def wkey(view: str, part: str, shown: Shown | None = None) -> str:
 def wrapping_columns(n: int, key: str, min_width: str = "14rem"):
     """``st.columns(n)`` that wrap onto more rows where the page is too narrow for ``n``
     columns of ``min_width`` (a phone, a narrow window with the sidebar open), instead of
-    squeezing their maps and names."""
+    squeezing their maps and names. ``key`` may hold any characters (a layer's dots, a
+    timm model's colon): the container's CSS class gets word characters and dashes only."""
+    key = re.sub(r"[^\w-]", "_", key)
     box = st.container(key=key)
     box.html(f"<style>.st-key-{key} [data-testid='stHorizontalBlock'] {{flex-wrap: wrap;}}"
              f".st-key-{key} [data-testid='stColumn'] {{min-width: min(100%, {min_width});}}</style>")

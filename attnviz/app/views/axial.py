@@ -44,7 +44,7 @@ def render(page: Page) -> None:
                                     head=None if head < 0 else head, extent=a.image_size,
                                     width_px=ui.MAP_WIDTH["axial"])
         # two across (the steps, then the composed map) on a wide page, one under the other on a narrow one
-        panels = wrapping_columns(3, wkey(VIEW, "panels-" + layer.replace(".", "_")), "20rem")
+        panels = wrapping_columns(3, wkey(VIEW, f"panels-{layer}"), "20rem")
         for i, (column, fig) in enumerate(zip(panels, figs)):
             with column:
                 chart(fig, key=wkey(VIEW, f"{layer}-{i}", shown))
